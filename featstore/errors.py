@@ -1,0 +1,81 @@
+"""Errors a user can cause, each also a subclass of the builtin a caller would catch.
+
+Every message says what was expected, what was found and how to fix it; the CLI turns
+any :class:`FeatstoreError` into that message and a non-zero exit, without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class FeatstoreError(Exception):
+    """Base class of every error featstore raises on purpose."""
+
+    exit_code = 1
+
+
+class StoreNotFoundError(FeatstoreError, FileNotFoundError):
+    """No feature set at the given path or key."""
+
+
+class StoreExistsError(FeatstoreError, FileExistsError):
+    """A feature set already exists where a new one was to be created."""
+
+
+class StoreIncompleteError(FeatstoreError, RuntimeError):
+    """The feature set was never marked complete (an extraction was interrupted)."""
+
+
+class SchemaVersionError(FeatstoreError, ValueError):
+    """The store was written by a newer featstore with a schema this one cannot read."""
+
+
+class StoreCorruptError(FeatstoreError, ValueError):
+    """The store's bytes do not match its checksums, or its layout is not featstore's."""
+
+
+class ReadOnlyStoreError(FeatstoreError, PermissionError):
+    """A write was attempted on a store opened read-only, or the path is not writable."""
+
+
+class DiskFullError(FeatstoreError, OSError):
+    """The disk filled up while writing."""
+
+
+class UnknownBackboneError(FeatstoreError, ValueError):
+    """The backbone name is not known."""
+
+
+class UnknownDatasetError(FeatstoreError, ValueError):
+    """The data set name or path is not one featstore can read."""
+
+
+class MissingAssetError(FeatstoreError, LookupError):
+    """A built-in model or data set is not installed; the message says how to install it."""
+
+
+class MissingDependencyError(FeatstoreError, ImportError):
+    """An optional Python package is needed; the message names the extra to install."""
+
+
+class DataError(FeatstoreError, ValueError):
+    """The data set's contents are not what was expected (columns, label types, ...)."""
+
+
+class SampleLoadError(DataError):
+    """A sample could not be read or decoded (raised with --strict)."""
+
+
+class DimensionMismatchError(FeatstoreError, ValueError):
+    """Arrays whose shapes should agree do not."""
+
+
+class BackboneError(FeatstoreError, RuntimeError):
+    """A backbone could not be built or loaded (bad weights file, wrong architecture)."""
+
+
+class EmbeddingAPIError(FeatstoreError, ConnectionError):
+    """An embeddings HTTP API could not be reached or kept failing after retries."""
+
+
+class ConfigError(FeatstoreError, ValueError):
+    """An option or a config file has a bad value or an unknown key."""
