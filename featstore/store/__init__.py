@@ -1,0 +1,79 @@
+"""Feature stores: one feature set per Zarr group or HDF5 file, and roots that hold many.
+
+>>> from featstore import open_store
+>>> with open_store("features/3fa2c1d09b7e4a55.zarr") as fs:   # doctest: +SKIP
+...     X, y = fs.load_features(), fs.labels
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, StoreIncompleteError, StoreNotFoundError
+from ._base import FeatureStore, Mode, VerifyReport
+from ._hdf5 import PARTIAL, HDF5Store
+from ._zarr import ZarrStore
+from .root import Root, resolve_store_path
+
+__all__ = ["FeatureStore", "VerifyReport", "Root", "open_store", "create_store", "backend_for"]
+
+_MODES = ("r", "r+", "a", "w", "w-")
+
+
+def backend_for(path: str | Path) -> type[FeatureStore]:
+    """The backend class a path names: ``.h5``/``.hdf5`` is HDF5, anything else Zarr."""
+    name = Path(path).name
+    if name.endswith(PARTIAL):
+        name = name[: -len(PARTIAL)]
+    return HDF5Store if name.endswith((".h5", ".hdf5")) else ZarrStore
+
+
+def open_store(path: str | Path, mode: Mode = "r", *, allow_incomplete: bool = False) -> FeatureStore:
+    """Open a feature set for reading (``"r"``) or for resuming a write (``"r+"``/``"a"``).
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.zarr`` folder or ``.h5`` file, or ``ROOT/KEY_PREFIX`` naming one in a root.
+    mode : {"r", "r+", "a"}
+        Access mode, as in zarr and h5py. New stores are made by :func:`create_store`
+        (which ``featstore extract`` calls), so ``"w"`` and ``"w-"`` are refused here.
+    allow_incomplete : bool
+        Open a store whose extraction never finished. Its unwritten rows read as 0.
+
+    Raises
+    ------
+    StoreNotFoundError, StoreIncompleteError, SchemaVersionError, StoreCorruptError
+    """
+    if mode not in _MODES:
+        raise ConfigError(f"The 'mode' parameter of open_store must be one of {_MODES}. Got {mode!r} instead.")
+    if mode in ("w", "w-"):
+        raise ConfigError(
+            f"open_store does not create stores (mode={mode!r}); use featstore.create_store "
+            "or `featstore extract`."
+        )
+    path = resolve_store_path(path)
+    backend = backend_for(path)
+    store = backend.open(path, "r" if mode == "r" else "r+")
+    if not store.complete and not allow_incomplete:
+        store.close()
+        raise StoreIncompleteError(
+            f"{path} is incomplete: its extraction was interrupted or is still running. "
+            "Rerun the same `featstore extract` command to resume it, or remove it with "
+            "`featstore rm`. (Python: open_store(..., allow_incomplete=True) reads it anyway.)"
+        )
+    return store
+
+
+def create_store(path: str | Path, **kwargs: Any) -> FeatureStore:
+    """Create an empty, incomplete feature set sized for all its rows (used by extract)."""
+    path = Path(path)
+    backend = backend_for(path)
+    if backend is HDF5Store and not path.name.endswith(PARTIAL):
+        path = path.with_name(path.name + PARTIAL)
+    return backend.create(path, **kwargs)
+
+
+def _raise_not_found(path: Path) -> None:  # pragma: no cover - kept for symmetry
+    raise StoreNotFoundError(str(path))

@@ -1,0 +1,74 @@
+"""The `featstore` command: a lazy click group (each command imported only when run)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Any
+
+import click
+
+# name -> (module:attribute, one-line help shown by `featstore --help` without importing it)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("featstore_cli.commands.demo:demo", "Run the main job end to end on built-in data."),
+    "extract": ("featstore_cli.commands.extract:extract", "Run backbones over data sets into a root."),
+    "ls": ("featstore_cli.commands.ls:ls", "List the feature sets in a root."),
+    "info": ("featstore_cli.commands.info:info", "Show one feature set's metadata and shape."),
+    "verify": ("featstore_cli.commands.verify:verify", "Check a feature set's chunk checksums."),
+    "rm": ("featstore_cli.commands.rm:rm", "Remove feature sets from a root."),
+    "backbones": ("featstore_cli.commands.backbones:backbones", "List built-in backbones and spec schemes."),
+    "datasets": ("featstore_cli.commands.datasets:datasets", "List or fetch built-in data sets."),
+}
+
+
+class LazyGroup(click.Group):
+    """Imports a command's module only when that command runs (``--help`` stays instant)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name][0].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # The one place where library errors become a message and an exit code.
+        from featstore.errors import FeatstoreError
+
+        try:
+            return super().invoke(ctx)
+        except FeatstoreError as err:
+            click.secho(f"Error: {err}", err=True, fg="red")
+            ctx.exit(err.exit_code if err.exit_code else 1)
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted. Committed chunks are kept: rerun the same command to "
+                       "resume.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="featstore")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """featstore: run each frozen backbone once, keep its features, tune on the cache.
+
+    \b
+    Start with the demo:   featstore demo
+    Extract features:      featstore extract --backbone efficientnet-lite0 --dataset mnist-5k --root features
+    See what a root holds: featstore ls features
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

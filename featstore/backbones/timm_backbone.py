@@ -1,0 +1,148 @@
+"""timm image models: ``timm:NAME``, with hub, local or random weights."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..errors import BackboneError, UnknownBackboneError
+from ._base import Backbone
+from ._weights import match_state_dict, read_state_dict, state_dict_sha256
+
+log = logging.getLogger(__name__)
+
+
+def _check_name(name: str) -> None:
+    import timm
+
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise UnknownBackboneError(
+        f"timm has no model named {name!r}.{hint} List them with "
+        "`python -c \"import timm; print(timm.list_models('*PATTERN*'))\"`."
+    )
+
+
+class TimmBackbone(Backbone):
+    """A timm model cut at its pre-logits features (``forward_head(pre_logits=True)``).
+
+    Parameters
+    ----------
+    name : str
+        timm model name, e.g. ``resnet50``.
+    weights : str or Path, optional
+        A ``.safetensors`` file or a torch state dict (read with ``weights_only=True``).
+        Key names may differ from timm's if the tensors pair by position.
+    pretrained : bool
+        Without ``weights``: download timm's pre-trained weights (needs the internet),
+        or, if False, use random weights seeded by ``seed`` (for tests and baselines).
+    image_size : int, optional
+        Override the model's input resolution (the crop keeps the model's crop ratio).
+    pooling : str, optional
+        timm ``global_pool`` (``avg``, ``max``, ``avgmax``, ``token`` for ViTs, ...).
+    """
+
+    modality = "image"
+
+    def __init__(self, name: str, *, weights: str | Path | None = None, pretrained: bool = True,
+                 image_size: int | None = None, pooling: str | None = None, seed: int = 0,
+                 display_id: str | None = None):
+        import timm
+
+        _check_name(name)
+        self.name = name
+        kwargs: dict[str, Any] = {}
+        if pooling:
+            kwargs["global_pool"] = pooling
+        if weights is not None:
+            self.model = timm.create_model(name, pretrained=False, **kwargs)
+            loaded = read_state_dict(weights)
+            state, how = match_state_dict(self.model, loaded, str(weights))
+            try:
+                self.model.load_state_dict(state, strict=True)
+            except RuntimeError as err:
+                raise BackboneError(f"{weights} does not load into {name}: {err}") from err
+            source = f"file:{Path(weights).name} ({how})"
+        elif pretrained:
+            try:
+                self.model = timm.create_model(name, pretrained=True, **kwargs)
+            except Exception as err:  # hub errors come in many types
+                raise BackboneError(
+                    f"Could not fetch pre-trained weights for timm:{name} ({type(err).__name__}: "
+                    f"{str(err)[:200]}). Without internet access, pass --weights PATH to a local "
+                    "safetensors/state-dict file, or --random-weights for a random baseline."
+                ) from err
+            source = f"timm-hub:{self.model.pretrained_cfg.get('hf_hub_id') or name}"
+        else:
+            torch.manual_seed(seed)
+            self.model = timm.create_model(name, pretrained=False, **kwargs)
+            source = f"random(seed={seed})"
+        self.model.eval().requires_grad_(False)
+        self.weights_sha256 = state_dict_sha256(self.model.state_dict())
+        self.weights_source = source
+        cfg = timm.data.resolve_model_data_config(self.model)
+        if image_size:
+            cfg["input_size"] = (cfg["input_size"][0], int(image_size), int(image_size))
+        self.data_config = cfg
+        self.pooling = str(getattr(self.model, "global_pool", None) or pooling or "model-default")
+        if hasattr(self.model, "global_pool") and not isinstance(self.model.global_pool, str):
+            self.pooling = getattr(self.model.global_pool, "pool_type", None) or pooling or "avg"
+        self.id = display_id or f"timm:{name}"
+        self.device = torch.device("cpu")
+        with torch.inference_mode():
+            probe = torch.zeros((1,) + tuple(cfg["input_size"]))
+            self.num_features = int(self._forward(probe).shape[-1])
+
+    def provenance(self) -> dict[str, Any]:
+        cfg = self.data_config
+        return {
+            "id": self.id,
+            "architecture": f"timm:{self.name}",
+            "weights_sha256": self.weights_sha256,
+            "weights_source": self.weights_source,
+            "layer": "pre_logits",
+            "pooling": self.pooling,
+            "num_features": self.num_features,
+            "preprocessing": {
+                "input_size": list(cfg["input_size"]),
+                "crop_pct": cfg.get("crop_pct"),
+                "crop_mode": cfg.get("crop_mode", "center"),
+                "interpolation": cfg.get("interpolation"),
+                "mean": [float(x) for x in cfg["mean"]],
+                "std": [float(x) for x in cfg["std"]],
+                "color": "RGB",
+            },
+        }
+
+    def transform(self, train: bool = False) -> Callable[[Any], Any]:
+        import timm.data
+
+        return timm.data.create_transform(**self.data_config, is_training=train)
+
+    def to(self, device: torch.device) -> "TimmBackbone":
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        if self.device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        return self
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.model.forward_features(x)
+        return self.model.forward_head(x, pre_logits=True)
+
+    def encode(self, batch: torch.Tensor) -> torch.Tensor:
+        x = batch.to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=torch.float16):
+                    out = self._forward(x)
+            else:
+                out = self._forward(x)
+        return out.float().cpu()

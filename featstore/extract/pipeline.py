@@ -1,0 +1,285 @@
+"""`featstore extract`: run each backbone once over data set splits, into a root."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .. import keys
+from ..backbones import Backbone, create_backbone
+from ..data._base import SampleSet
+from ..devices import resolve_device
+from ..errors import (ConfigError, DimensionMismatchError, SampleLoadError, StoreCorruptError,
+                      StoreIncompleteError)
+from ..store import FeatureStore, Root, create_store, open_store, schema
+from ..store._hdf5 import PARTIAL
+from . import loader
+from .config import ExtractConfig
+from .writer import ChunkWriter
+
+log = logging.getLogger(__name__)
+
+#: How many failed sample ids a result lists (all are in the store's `valid` array).
+MAX_LISTED_INVALID = 20
+
+
+@dataclass
+class ExtractResult:
+    """What one (backbone, data set, split) extraction did."""
+
+    key: str
+    path: str
+    backbone: str
+    dataset: str
+    split: str
+    shape: list[int]
+    cached: bool                      # True: the key was already complete, nothing ran
+    resumed_chunks: int = 0           # chunks found committed from an earlier run
+    computed_chunks: int = 0
+    n_invalid: int = 0
+    invalid: list[dict[str, str]] = field(default_factory=list)  # first failed samples
+    seconds: float = 0.0
+    samples_per_second: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def key_inputs(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig) -> dict[str, Any]:
+    """Everything that determines the stored values, and nothing else."""
+    prov = dict(backbone.provenance())
+    prov.pop("num_features", None)
+    prov.pop("id", None)  # a display name; the weights hash and architecture decide
+    return {
+        "schema": schema.SCHEMA_VERSION,
+        "backbone": prov,
+        "dtype": cfg.dtype,
+        "views": cfg.views,
+        "augment": cfg.augment,
+        "augment_seed": cfg.seed if cfg.augment != "none" else None,
+        "dataset_fingerprint": samples.fingerprint(),
+        "split": samples.split,
+    }
+
+
+def extract(cfg: ExtractConfig, *, on_result: Callable[[ExtractResult], None] | None = None
+            ) -> list[ExtractResult]:
+    """Extract every backbone × data set × split in ``cfg``, loading each backbone once."""
+    from ..data import load_dataset
+
+    device = resolve_device(cfg.device)
+    sets = [load_dataset(d, s, limit=cfg.limit, seed=cfg.seed, **cfg.dataset_options)
+            for d in cfg.datasets for s in cfg.splits]
+    results = []
+    for spec in cfg.backbones:
+        backbone = create_backbone(spec, weights=cfg.weights, pretrained=None if cfg.pretrained else False,
+                                   image_size=cfg.image_size, pooling=cfg.pooling)
+        backbone.to(device)
+        for samples in sets:
+            result = extract_one(backbone, samples, cfg, device)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    return results
+
+
+def _metadata(key: str, inputs: dict[str, Any], backbone: Backbone, samples: SampleSet,
+              cfg: ExtractConfig, n_features: int) -> dict[str, Any]:
+    return {
+        "schema_version": schema.SCHEMA_VERSION,
+        "key": key,
+        "complete": False,
+        "n_samples": len(samples),
+        "n_features": n_features,
+        "n_views": cfg.views,
+        "dtype": cfg.dtype,
+        "codec": cfg.codec,
+        "chunk_rows": cfg.chunk_rows,
+        "backbone": {**backbone.provenance(), "num_features": n_features},
+        "dataset": {
+            "name": samples.name, "split": samples.split, "modality": samples.modality,
+            "fingerprint": inputs["dataset_fingerprint"], "task": samples.task,
+            "classes": samples.classes, "source": samples.source,
+        },
+        "views": {"count": cfg.views, "augment": cfg.augment,
+                  "seed": cfg.seed if cfg.augment != "none" else None},
+        "key_inputs": inputs,
+        "versions": keys.library_versions(),
+        "created_at": keys.now_iso(),
+        "created_by": keys.created_by(),
+    }
+
+
+def _open_for_resume(path: Path, key: str) -> FeatureStore | None:
+    """The incomplete store at ``path`` to continue, or None to start afresh."""
+    partial = Path(str(path) + PARTIAL)
+    target = partial if path.suffix == ".h5" else path
+    if not target.exists():
+        return None
+    try:
+        store = open_store(target, "r+", allow_incomplete=True)
+    except (StoreCorruptError, OSError) as err:
+        log.warning("%s is unreadable (%s); starting this feature set again", target, err)
+        _remove(target)
+        return None
+    if store.key != key:
+        store.close()
+        raise StoreCorruptError(f"{target} holds key {store.key}, not {key}; remove it.")
+    return store
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def extract_one(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
+                device: torch.device) -> ExtractResult:
+    """One feature set: cache hit, resume, or a full run."""
+    if backbone.modality != samples.modality:
+        raise ConfigError(
+            f"Backbone {backbone.id} reads {backbone.modality}s but data set {samples.name!r} "
+            f"holds {samples.modality}s. Pair image backbones with image data and text with text."
+        )
+    if cfg.augment != "none" and samples.modality != "image":
+        raise ConfigError("--augment train applies to image data only.")
+    t0 = time.perf_counter()
+    inputs = key_inputs(backbone, samples, cfg)
+    key = keys.content_key(inputs)
+    root = Root(cfg.root)
+    path = root.path_for(key, cfg.format)
+    base = dict(key=key, path=str(path), backbone=backbone.id, dataset=samples.name,
+                split=samples.split)
+    if cfg.force:
+        _remove(path)
+        _remove(Path(str(path) + PARTIAL))
+    elif path.exists():
+        try:
+            with open_store(path) as done:
+                log.info("cache hit: %s %s/%s is %s", backbone.id, samples.name, samples.split, path)
+                return ExtractResult(**base, shape=list(done.shape), cached=True,
+                                     n_invalid=int((~done.valid).sum()),
+                                     seconds=time.perf_counter() - t0)
+        except StoreIncompleteError:
+            pass  # resume below
+    root.path.mkdir(parents=True, exist_ok=True)
+    store = _open_for_resume(path, key)
+    if store is None:
+        n_features = getattr(backbone, "num_features", None) or _probe_dim(backbone, samples)
+        store = create_store(
+            path, metadata=_metadata(key, inputs, backbone, samples, cfg, n_features),
+            n_features=n_features, n_views=cfg.views, dtype=cfg.dtype,
+            chunk_rows=cfg.chunk_rows, sample_ids=samples.sample_ids, labels=samples.labels,
+            codec=cfg.codec)
+    with store:
+        done = store.committed_chunks()
+        todo = [c for c in range(store.n_chunks) if c not in done]
+        if done:
+            log.info("resuming %s: %d of %d chunks already committed", store.path, len(done),
+                     store.n_chunks)
+        run = _run_chunks(backbone, samples, store, todo, cfg, device)
+        invalid_total = int((~store.valid).sum())
+        seconds = time.perf_counter() - t0
+        store.mark_complete(extraction={
+            "seconds": round(seconds, 3), "device": str(device), "batch_size": cfg.batch_size,
+            "n_invalid": invalid_total, "resumed_chunks": len(done),
+        })
+        return ExtractResult(**{**base, "path": str(store.path)}, shape=list(store.shape),
+                             cached=False, resumed_chunks=len(done), computed_chunks=len(todo),
+                             n_invalid=invalid_total, invalid=run["invalid"], seconds=seconds,
+                             samples_per_second=run["rate"])
+
+
+def _probe_dim(backbone: Backbone, samples: SampleSet) -> int:
+    """D for backbones that learn it from their first answer (HTTP APIs)."""
+    out = backbone.encode(backbone.collate([backbone.transform(False)(samples.load(0))]))
+    return int(out.shape[-1])
+
+
+def _run_chunks(backbone: Backbone, samples: SampleSet, store: FeatureStore, todo: list[int],
+                cfg: ExtractConfig, device: torch.device) -> dict[str, Any]:
+    """The loop: decode (workers) → forward (here) → write whole chunks (writer thread)."""
+    from tqdm.auto import tqdm
+
+    n, rows, k, d = store.n_samples, store.chunk_rows, cfg.views, store.n_features
+    batches = loader.chunk_batches(todo, n, rows, cfg.batch_size)
+    workers = 0 if (backbone.remote or samples.modality == "text") else (
+        cfg.num_workers if cfg.num_workers is not None else min(2, os.cpu_count() or 1))
+    augment = cfg.augment == "train"
+    stream = loader.iterate(samples, backbone.transform(train=augment), batches, views=k,
+                            augment=augment, seed=cfg.seed, num_workers=workers,
+                            pin_memory=device.type == "cuda")
+    buffers: dict[int, tuple[np.ndarray, np.ndarray, list[int]]] = {}
+    invalid: list[dict[str, str]] = []
+    total = sum(len(b) for b in batches)
+    writer = ChunkWriter(store)
+    t0 = time.perf_counter()
+    bar = tqdm(total=total, unit="sample", desc=f"{backbone.id} {samples.name}/{samples.split}",
+               disable=None if cfg.progress else True, dynamic_ncols=True, leave=False)
+    try:
+        for batch in stream:
+            ok = [(i, x) for i, x, err in batch if err is None]
+            for i, _, err in batch:
+                if err is not None:
+                    if cfg.strict:
+                        raise SampleLoadError(
+                            f"Sample {samples.sample_ids[i]!r} of {samples.name} could not be "
+                            f"read: {err}. Fix or remove it, or drop --strict to record it as "
+                            "invalid and go on.")
+                    if len(invalid) < MAX_LISTED_INVALID:
+                        invalid.append({"sample_id": samples.sample_ids[i], "error": err})
+            feats = _encode(backbone, [x for _, x in ok], k) if ok else None
+            if feats is not None and feats.shape[-1] != d:
+                raise DimensionMismatchError(
+                    f"{backbone.id} returned {feats.shape[-1]}-d features, but the store at "
+                    f"{store.path} holds {d}-d ones. Use --force to extract it again.")
+            for j, (i, _) in enumerate(ok):
+                _buffer(buffers, i, n, rows, k, d)[0][i % rows] = feats[j]
+                buffers[i // rows][1][i % rows] = True
+            for i, _, _ in batch:
+                c = i // rows
+                buf = _buffer(buffers, i, n, rows, k, d)
+                buf[2][0] += 1
+                if buf[2][0] == buf[0].shape[0]:
+                    writer.put(c, buf[0], buf[1])
+                    del buffers[c]
+            bar.update(len(batch))
+    except BaseException:
+        # Commit what is queued (a rerun resumes from it) but report the first error.
+        bar.close()
+        try:
+            writer.close()
+        except BaseException:
+            log.debug("writer error after a failed extraction", exc_info=True)
+        raise
+    bar.close()
+    writer.close()
+    seconds = time.perf_counter() - t0
+    return {"invalid": invalid, "rate": (total / seconds) if seconds > 0 and total else None}
+
+
+def _buffer(buffers: dict, i: int, n: int, rows: int, k: int, d: int):
+    c = i // rows
+    if c not in buffers:
+        start, stop = schema.chunk_bounds(c, n, rows)
+        shape = (stop - start, k, d) if k > 1 else (stop - start, d)
+        buffers[c] = (np.zeros(shape, np.float32), np.zeros(stop - start, bool), [0])
+    return buffers[c]
+
+
+def _encode(backbone: Backbone, items: list[Any], views: int) -> np.ndarray:
+    if views > 1:
+        flat = [v for views_of_one in items for v in views_of_one]
+        out = backbone.encode(backbone.collate(flat)).numpy()
+        return out.reshape(len(items), views, -1)
+    return backbone.encode(backbone.collate(items)).numpy()

@@ -1,0 +1,132 @@
+"""HDF5 backend: the same schema as Zarr, in one ``.h5`` file.
+
+HDF5 cannot take two writers and a killed writer can leave a file unreadable
+(docs/storage.md), so an extraction writes ``NAME.h5.partial``, flushes after every
+chunk, and renames it to ``NAME.h5`` only once it is complete. A partial file that no
+longer opens is discarded and extraction starts over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..errors import StoreCorruptError, StoreNotFoundError
+from . import schema
+from ._base import FeatureStore, Mode
+from ._zarr import _os_error
+from .codecs import hdf5_options
+
+PARTIAL = ".partial"
+
+
+class HDF5Store(FeatureStore):
+    format = "hdf5"
+    suffix = ".h5"
+
+    def __init__(self, path: Path, mode: Mode, file: h5py.File):
+        super().__init__(path, mode)
+        self._file = file
+        raw = file.attrs.get(schema.META_ATTR)
+        try:
+            meta = json.loads(raw) if raw is not None else None
+        except (TypeError, ValueError) as err:
+            raise StoreCorruptError(f"{path}: metadata is not valid JSON ({err}).") from err
+        self.metadata = schema.check_metadata(meta, str(path))
+
+    @classmethod
+    def open(cls, path: Path, mode: Mode = "r") -> "HDF5Store":
+        path = Path(path)
+        if not path.exists():
+            raise StoreNotFoundError(
+                f"No HDF5 feature set at {path}. List what a root holds with `featstore ls ROOT`."
+            )
+        try:
+            f = h5py.File(path, "r" if mode == "r" else "r+")
+        except OSError as err:
+            raise StoreCorruptError(
+                f"{path} cannot be opened as HDF5 ({err}). If an extraction was killed while "
+                "writing it, delete it and extract again."
+            ) from err
+        return cls(path, mode, f)
+
+    @classmethod
+    def create(cls, path: Path, *, metadata: dict[str, Any], n_features: int, n_views: int,
+               dtype: str, chunk_rows: int, sample_ids: list[str], labels: np.ndarray | None,
+               codec: str) -> "HDF5Store":
+        n = len(sample_ids)
+        try:
+            f = h5py.File(path, "w")
+            if n_views > 1:
+                shape, chunks, dims = (n, n_views, n_features), (chunk_rows, n_views, n_features), schema.DIMS_3D
+            else:
+                shape, chunks, dims = (n, n_features), (chunk_rows, n_features), schema.DIMS_2D
+            chunks = (min(chunk_rows, max(n, 1)),) + chunks[1:]
+            feats = f.create_dataset(schema.FEATURES, shape=shape, chunks=chunks, dtype=dtype,
+                                     fillvalue=0, **hdf5_options(codec))
+            valid = f.create_dataset(schema.VALID, shape=(n,), dtype=bool, fillvalue=False,
+                                     chunks=(chunks[0],))
+            ids = f.create_dataset(schema.SAMPLE_IDS, data=np.asarray(sample_ids, dtype=object),
+                                   dtype=h5py.string_dtype())
+            made = [(feats, dims), (valid, ("sample",)), (ids, ("sample",))]
+            if labels is not None:
+                made.append((f.create_dataset(schema.LABELS, data=labels), ("sample",)))
+            digests = f.create_dataset(schema.CHUNK_SHA256, shape=(schema.n_chunks(n, chunk_rows),),
+                                       dtype=h5py.string_dtype())
+            made.append((digests, ("chunk",)))
+            for dset, names in made:
+                for axis, name in enumerate(names):
+                    dset.dims[axis].label = name
+            f.attrs[schema.META_ATTR] = json.dumps(metadata)
+            f.flush()
+        except OSError as err:
+            raise _os_error(err, path) from err
+        return cls(path, "r+", f)
+
+    def _array(self, name: str) -> Any:
+        return self._file.get(name)
+
+    def _write_meta(self) -> None:
+        self._file.attrs[schema.META_ATTR] = json.dumps(self.metadata)
+        self._file.flush()
+
+    def _write_rows(self, index: int, features: np.ndarray, valid: np.ndarray) -> None:
+        start, stop = schema.chunk_bounds(index, self.n_samples, self.chunk_rows)
+        try:
+            self._file[schema.FEATURES][start:stop] = features
+            self._file[schema.VALID][start:stop] = valid
+        except OSError as err:
+            raise _os_error(err, self.path) from err
+
+    def _write_digest(self, index: int, digest: str) -> None:
+        try:
+            self._file[schema.CHUNK_SHA256][index] = digest
+            self._file.flush()  # a killed writer keeps everything up to here readable
+        except OSError as err:
+            raise _os_error(err, self.path) from err
+
+    def _committed_chunks(self) -> set[int]:
+        recorded = self._file[schema.CHUNK_SHA256][...]
+        return {i for i, d in enumerate(recorded) if d}
+
+    def _finalize(self) -> None:
+        # The complete file appears under its final name in one atomic rename.
+        if self.path.name.endswith(PARTIAL):
+            final = self.path.with_name(self.path.name[: -len(PARTIAL)])
+            self._file.flush()
+            self._file.close()
+            os.replace(self.path, final)
+            self.path = final
+            self._file = h5py.File(final, "r")
+            self.mode = "r"
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        except Exception:  # already closed
+            pass

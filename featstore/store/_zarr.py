@@ -1,0 +1,118 @@
+"""Zarr v3 backend: a group per feature set, chunk files written whole and atomically."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from ..errors import DiskFullError, StoreCorruptError, StoreNotFoundError
+from . import schema
+from ._base import FeatureStore, Mode
+from .codecs import zarr_compressors
+
+
+class ZarrStore(FeatureStore):
+    format = "zarr"
+    suffix = ".zarr"
+
+    def __init__(self, path: Path, mode: Mode, group: zarr.Group):
+        super().__init__(path, mode)
+        self._group = group
+        self._arrays: dict[str, Any] = {}
+        self.metadata = schema.check_metadata(dict(group.attrs).get(schema.META_ATTR), str(path))
+
+    @classmethod
+    def open(cls, path: Path, mode: Mode = "r") -> "ZarrStore":
+        if not (Path(path) / "zarr.json").exists():
+            raise StoreNotFoundError(
+                f"No Zarr feature set at {path}. List what a root holds with `featstore ls ROOT`."
+            )
+        try:
+            group = zarr.open_group(str(path), mode="r" if mode == "r" else "r+")
+        except (ValueError, KeyError, OSError) as err:
+            raise StoreCorruptError(f"{path} cannot be opened as a Zarr group: {err}") from err
+        return cls(path, mode, group)
+
+    @classmethod
+    def create(cls, path: Path, *, metadata: dict[str, Any], n_features: int, n_views: int,
+               dtype: str, chunk_rows: int, sample_ids: list[str], labels: np.ndarray | None,
+               codec: str) -> "ZarrStore":
+        n = len(sample_ids)
+        try:
+            group = zarr.open_group(str(path), mode="w")
+            if n_views > 1:
+                shape, chunks, dims = (n, n_views, n_features), (chunk_rows, n_views, n_features), schema.DIMS_3D
+            else:
+                shape, chunks, dims = (n, n_features), (chunk_rows, n_features), schema.DIMS_2D
+            # Sized up front; chunks are filled in whole by write_chunk, never appended.
+            group.create_array(schema.FEATURES, shape=shape, chunks=chunks, dtype=dtype,
+                               compressors=zarr_compressors(codec, dtype), fill_value=0,
+                               dimension_names=dims)
+            group.create_array(schema.VALID, shape=(n,), chunks=(chunk_rows,), dtype="bool",
+                               fill_value=False, dimension_names=("sample",))
+            ids = group.create_array(schema.SAMPLE_IDS, shape=(n,), chunks=(max(n, 1),),
+                                     dtype=str, dimension_names=("sample",))
+            ids[:] = np.asarray(sample_ids, dtype=object)
+            if labels is not None:
+                lab = group.create_array(schema.LABELS, shape=(n,), chunks=(max(n, 1),),
+                                         dtype=labels.dtype, dimension_names=("sample",))
+                lab[:] = labels
+            group.create_array(schema.CHUNK_SHA256, shape=(schema.n_chunks(n, chunk_rows),),
+                               chunks=(1,), dtype=str, dimension_names=("chunk",))
+            group.attrs[schema.META_ATTR] = metadata  # complete=False until the very end
+        except OSError as err:
+            raise _os_error(err, path) from err
+        return cls(path, "r+", group)
+
+    def _array(self, name: str) -> Any:
+        if name not in self._arrays:
+            try:
+                self._arrays[name] = self._group[name]
+            except KeyError:
+                self._arrays[name] = None
+        return self._arrays[name]
+
+    def _write_meta(self) -> None:
+        self._group.attrs[schema.META_ATTR] = self.metadata
+
+    def _write_rows(self, index: int, features: np.ndarray, valid: np.ndarray) -> None:
+        start, stop = schema.chunk_bounds(index, self.n_samples, self.chunk_rows)
+        try:
+            self.features[start:stop] = features
+            self._array(schema.VALID)[start:stop] = valid
+        except OSError as err:
+            raise _os_error(err, self.path) from err
+
+    def _write_digest(self, index: int, digest: str) -> None:
+        try:
+            self._array(schema.CHUNK_SHA256)[index] = digest
+        except OSError as err:
+            raise _os_error(err, self.path) from err
+
+    def _committed_chunks(self) -> set[int]:
+        digests = self._array(schema.CHUNK_SHA256)
+        if digests is None:
+            return set()
+        return {i for i, d in enumerate(schema.as_str_list(digests[...])) if d}
+
+    def close(self) -> None:
+        self._arrays.clear()
+
+
+def _os_error(err: OSError, path: Path) -> Exception:
+    if err.errno == errno.ENOSPC:
+        return DiskFullError(
+            f"The disk holding {path} is full. Free space (or pick another --root) and rerun "
+            "the same command: committed chunks are kept and extraction resumes."
+        )
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        from ..errors import ReadOnlyStoreError
+
+        return ReadOnlyStoreError(
+            f"Cannot write to {path}: {err.strerror}. Choose a --root you can write to."
+        )
+    return err
