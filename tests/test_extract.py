@@ -190,3 +190,29 @@ def test_kill_9_then_resume_gives_identical_bytes(tmp_path, fmt):
         assert fs.metadata["extraction"]["resumed_chunks"] >= 1 or fmt == "hdf5"
         assert fs.load_features().tobytes() == ref.load_features().tobytes()
         assert fs.verify().ok
+
+
+def test_full_disk_keeps_committed_chunks_and_never_completes(tmp_path, backbone, monkeypatch):
+    """ENOSPC while writing chunk 2: a clear error, chunks 0-1 kept, a rerun finishes."""
+    import errno
+
+    from featstore.errors import DiskFullError
+    from featstore.store._zarr import ZarrStore
+
+    real = ZarrStore._write_rows
+
+    def full_disk(self, index, features, valid):
+        if index == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, index, features, valid)
+
+    monkeypatch.setattr(ZarrStore, "_write_rows", full_disk)
+    with pytest.raises(DiskFullError, match="disk .* is full.*resumes"):
+        extract_one(backbone, _samples(), _cfg(tmp_path), CPU)
+    [entry] = list(Root(tmp_path))
+    assert not entry.complete
+    with open_store(entry.path, allow_incomplete=True) as fs:
+        assert fs.committed_chunks() == {0, 1}
+    monkeypatch.setattr(ZarrStore, "_write_rows", real)
+    res = extract_one(backbone, _samples(), _cfg(tmp_path), CPU)
+    assert res.resumed_chunks == 2 and res.computed_chunks == 2

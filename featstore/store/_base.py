@@ -10,12 +10,30 @@ from typing import Any, Iterator, Literal
 
 import numpy as np
 
-from ..errors import ReadOnlyStoreError, StoreIncompleteError
+import errno
+
+from ..errors import DiskFullError, ReadOnlyStoreError, StoreIncompleteError
 from . import schema
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["r", "r+", "a", "w", "w-"]
+
+
+def translate_os_error(err: OSError, path: Path) -> Exception:
+    """A full disk or a read-only location, explained; other OS errors unchanged."""
+    if isinstance(err, (DiskFullError, ReadOnlyStoreError)):
+        return err
+    if err.errno == errno.ENOSPC:
+        return DiskFullError(
+            f"The disk holding {path} is full. Free space (or pick another --root) and rerun "
+            "the same command: committed chunks are kept and extraction resumes."
+        )
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ReadOnlyStoreError(
+            f"Cannot write to {path}: {err.strerror}. Choose a --root you can write to."
+        )
+    return err
 
 
 @dataclass
@@ -213,9 +231,12 @@ class FeatureStore(abc.ABC):
         dtype = self.features.dtype
         features = np.ascontiguousarray(features, dtype=dtype)
         valid = np.ascontiguousarray(valid, dtype=np.bool_)
-        self._write_rows(index, features, valid)
         digest = schema.chunk_digest(features, valid)
-        self._write_digest(index, digest)
+        try:
+            self._write_rows(index, features, valid)
+            self._write_digest(index, digest)
+        except OSError as err:
+            raise translate_os_error(err, self.path) from err
         return digest
 
     def mark_complete(self, **extra: Any) -> None:
@@ -228,8 +249,12 @@ class FeatureStore(abc.ABC):
             )
         self.metadata.update(extra)
         self.metadata["complete"] = True
-        self._write_meta()
-        self._finalize()
+        try:
+            self._write_meta()
+            self._finalize()
+        except OSError as err:
+            self.metadata["complete"] = False
+            raise translate_os_error(err, self.path) from err
 
     # -- verification ------------------------------------------------------------------
     def verify(self) -> VerifyReport:

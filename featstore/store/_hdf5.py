@@ -18,8 +18,7 @@ import numpy as np
 
 from ..errors import StoreCorruptError, StoreNotFoundError
 from . import schema
-from ._base import FeatureStore, Mode
-from ._zarr import _os_error
+from ._base import FeatureStore, Mode, translate_os_error
 from .codecs import hdf5_options
 
 PARTIAL = ".partial"
@@ -85,7 +84,7 @@ class HDF5Store(FeatureStore):
             f.attrs[schema.META_ATTR] = json.dumps(metadata)
             f.flush()
         except OSError as err:
-            raise _os_error(err, path) from err
+            raise translate_os_error(err, path) from err
         return cls(path, "r+", f)
 
     def _array(self, name: str) -> Any:
@@ -97,18 +96,12 @@ class HDF5Store(FeatureStore):
 
     def _write_rows(self, index: int, features: np.ndarray, valid: np.ndarray) -> None:
         start, stop = schema.chunk_bounds(index, self.n_samples, self.chunk_rows)
-        try:
-            self._file[schema.FEATURES][start:stop] = features
-            self._file[schema.VALID][start:stop] = valid
-        except OSError as err:
-            raise _os_error(err, self.path) from err
+        self._file[schema.FEATURES][start:stop] = features
+        self._file[schema.VALID][start:stop] = valid
 
     def _write_digest(self, index: int, digest: str) -> None:
-        try:
-            self._file[schema.CHUNK_SHA256][index] = digest
-            self._file.flush()  # a killed writer keeps everything up to here readable
-        except OSError as err:
-            raise _os_error(err, self.path) from err
+        self._file[schema.CHUNK_SHA256][index] = digest
+        self._file.flush()  # a killed writer keeps everything up to here readable
 
     def _committed_chunks(self) -> set[int]:
         recorded = self._file[schema.CHUNK_SHA256][...]

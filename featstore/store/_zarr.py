@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import errno
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
-from ..errors import DiskFullError, StoreCorruptError, StoreNotFoundError
+from ..errors import StoreCorruptError, StoreNotFoundError
 from . import schema
-from ._base import FeatureStore, Mode
+from ._base import FeatureStore, Mode, translate_os_error
 from .codecs import zarr_compressors
 
 
@@ -65,7 +64,7 @@ class ZarrStore(FeatureStore):
                                chunks=(1,), dtype=str, dimension_names=("chunk",))
             group.attrs[schema.META_ATTR] = metadata  # complete=False until the very end
         except OSError as err:
-            raise _os_error(err, path) from err
+            raise translate_os_error(err, path) from err
         return cls(path, "r+", group)
 
     def _array(self, name: str) -> Any:
@@ -81,17 +80,11 @@ class ZarrStore(FeatureStore):
 
     def _write_rows(self, index: int, features: np.ndarray, valid: np.ndarray) -> None:
         start, stop = schema.chunk_bounds(index, self.n_samples, self.chunk_rows)
-        try:
-            self.features[start:stop] = features
-            self._array(schema.VALID)[start:stop] = valid
-        except OSError as err:
-            raise _os_error(err, self.path) from err
+        self.features[start:stop] = features
+        self._array(schema.VALID)[start:stop] = valid
 
     def _write_digest(self, index: int, digest: str) -> None:
-        try:
-            self._array(schema.CHUNK_SHA256)[index] = digest
-        except OSError as err:
-            raise _os_error(err, self.path) from err
+        self._array(schema.CHUNK_SHA256)[index] = digest
 
     def _committed_chunks(self) -> set[int]:
         digests = self._array(schema.CHUNK_SHA256)
@@ -101,18 +94,3 @@ class ZarrStore(FeatureStore):
 
     def close(self) -> None:
         self._arrays.clear()
-
-
-def _os_error(err: OSError, path: Path) -> Exception:
-    if err.errno == errno.ENOSPC:
-        return DiskFullError(
-            f"The disk holding {path} is full. Free space (or pick another --root) and rerun "
-            "the same command: committed chunks are kept and extraction resumes."
-        )
-    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        from ..errors import ReadOnlyStoreError
-
-        return ReadOnlyStoreError(
-            f"Cannot write to {path}: {err.strerror}. Choose a --root you can write to."
-        )
-    return err
