@@ -170,8 +170,8 @@ def extract_one(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
                 return ExtractResult(**base, shape=list(done.shape), cached=True,
                                      n_invalid=int((~done.valid).sum()),
                                      seconds=time.perf_counter() - t0)
-        except StoreIncompleteError:
-            pass  # resume below
+        except (StoreIncompleteError, StoreCorruptError):
+            pass  # resume below, or start again if it cannot be read
     root.path.mkdir(parents=True, exist_ok=True)
     store = _open_for_resume(path, key)
     if store is None:
