@@ -136,3 +136,68 @@ def test_real_subprocess(tiny_npz, tmp_path):
     bad = subprocess.run([exe, "info", str(tmp_path / "r" / "nope")], capture_output=True, text=True)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "featstore ls" in bad.stderr
+
+
+def test_corrupt_image_recorded_or_strict(runner, tiny_folder, tmp_path):
+    res = runner.invoke(cli, tiny_extract_args(tiny_folder, tmp_path / "r", "--json"))
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("["):])
+    assert out[0]["n_invalid"] == 1 and out[0]["invalid"][0]["sample_id"] == "class0/broken.png"
+    res = runner.invoke(cli, tiny_extract_args(tiny_folder, tmp_path / "s", "--strict"))
+    assert res.exit_code == 1 and "class0/broken.png" in res.output and "--strict" in res.output
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("content, args, message", [
+    ("review,label\ngood,1\n", ["--text-column", "body"], "its columns are ['review', 'label']"),
+    ('{"text": "a", "label": 1}\n{"text": "b", "label": [1]}\n', [], "labels mix types"),
+])
+def test_bad_manifest(runner, tmp_path, content, args, message):
+    path = tmp_path / ("m.jsonl" if content.startswith("{") else "m.csv")
+    path.write_text(content)
+    res = runner.invoke(cli, ["extract", "--backbone", "all-minilm-l6-v2", "--dataset", str(path),
+                              "--root", str(tmp_path / "r"), *args])
+    assert res.exit_code == 1 and message in res.output and "Traceback" not in res.output
+
+
+def test_modality_mismatch(runner, tiny_npz, tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("text,label\nhello,1\nbye,0\n")
+    res = runner.invoke(cli, tiny_extract_args(path, tmp_path / "r"))
+    assert res.exit_code == 1 and "reads images but data set" in res.output
+
+
+def test_plugin_backbone(runner, tmp_path, monkeypatch):
+    plugin = tmp_path / "my_plugin.py"
+    plugin.write_text('''
+import torch
+from featstore.backbones import Backbone
+
+class CharCounts(Backbone):
+    id, modality, num_features = "plugin:charcounts", "text", 4
+    def provenance(self):
+        return {"id": self.id, "weights_sha256": None, "layer": "counts", "pooling": "none",
+                "preprocessing": {}}
+    def encode(self, batch):
+        return torch.tensor([[len(t), t.count("a"), t.count("e"), t.count(" ")] for t in batch],
+                            dtype=torch.float32)
+
+def make(**options):
+    return CharCounts()
+
+def wrong(**options):
+    return 42
+''')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = tmp_path / "t.csv"
+    data.write_text("text,label\nbanana bread,1\nplain,0\n")
+    res = runner.invoke(cli, ["extract", "--backbone", "my_plugin:make", "--dataset", str(data),
+                              "--root", str(tmp_path / "r"), "--json"])
+    assert res.exit_code == 0, res.output
+    from featstore.store import open_store
+
+    with open_store(json.loads(res.output)[0]["path"]) as fs:
+        assert fs.load_features().tolist() == [[12, 4, 1, 1], [5, 1, 0, 0]]
+    res = runner.invoke(cli, ["extract", "--backbone", "my_plugin:wrong", "--dataset", str(data),
+                              "--root", str(tmp_path / "r")])
+    assert res.exit_code == 1 and "must return" in res.output
