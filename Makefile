@@ -26,6 +26,7 @@ demo: $(STAMP)
 	$(VENV)/bin/featstore demo
 
 test: $(STAMP)
+	-$(VENV)/bin/featstore datasets fetch rotten-tomatoes vader-tweets  # optional real-data tests
 	$(VENV)/bin/pytest
 
 clean:

@@ -1,0 +1,190 @@
+"""OpenAI-compatible embeddings over HTTP: ``openai:MODEL``.
+
+The key comes from the environment only (``OPENAI_API_KEY`` by default) and never
+reaches metadata, logs or error messages. Requests are batched, rate-limited, and
+retried with exponential backoff and jitter on 429 (honouring Retry-After), 5xx,
+timeouts and dropped connections. Progress survives failures: the extractor commits
+every finished chunk, so a rerun after an outage asks only for what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import torch
+
+from ..errors import ConfigError, EmbeddingAPIError
+from ._base import Backbone
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+def _public_url(url: str) -> str:
+    """The URL without any user:password part."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+class OpenAIEmbeddings(Backbone):
+    """Embeddings from an OpenAI-compatible ``POST {base_url}/embeddings`` endpoint.
+
+    Parameters
+    ----------
+    model : str
+        Model name sent to the API (e.g. ``text-embedding-ada-002``).
+    base_url : str, optional
+        API root; default ``$OPENAI_BASE_URL`` or https://api.openai.com/v1.
+    api_key_env : str
+        Name of the environment variable holding the key.
+    batch_size : int
+        Texts per request (the extractor's batches are split to this size).
+    requests_per_minute : float, optional
+        Client-side rate limit.
+    max_retries : int
+        Retries of one request before giving up.
+    sleep : callable
+        Injected for tests (defaults to ``time.sleep``).
+    """
+
+    modality = "text"
+    remote = True
+
+    def __init__(self, model: str, *, base_url: str | None = None,
+                 api_key_env: str = "OPENAI_API_KEY", batch_size: int = 256,
+                 max_retries: int = 6, backoff: float = 1.0, max_backoff: float = 60.0,
+                 requests_per_minute: float | None = None, timeout: float = 30.0,
+                 dimensions: int | None = None, sleep: Callable[[float], None] = time.sleep):
+        import requests
+
+        if not model:
+            raise ConfigError("openai: needs a model name, e.g. openai:text-embedding-ada-002.")
+        self.model = model
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.api_key_env = api_key_env
+        self.batch_size, self.max_retries = int(batch_size), int(max_retries)
+        self.backoff, self.max_backoff, self.timeout = backoff, max_backoff, timeout
+        self.interval = 60.0 / requests_per_minute if requests_per_minute else 0.0
+        self.dimensions = dimensions
+        self.num_features = dimensions  # learned from the first answer when None
+        self._sleep = sleep
+        self._last_request = 0.0
+        self._lock = threading.Lock()
+        self._session = requests.Session()
+        self.id = f"openai:{model}"
+        self.requests_sent = 0
+
+    def provenance(self) -> dict[str, Any]:
+        return {"id": self.id, "architecture": "api", "weights_sha256": None,
+                "weights_source": f"api:{_public_url(self.base_url)}", "model": self.model,
+                "dimensions": self.dimensions, "layer": "embedding", "pooling": "api",
+                "num_features": self.num_features, "preprocessing": {}}
+
+    def _headers(self) -> dict[str, str]:
+        key = os.environ.get(self.api_key_env)
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def encode(self, batch: list[str]) -> torch.Tensor:
+        texts = list(batch)
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            out.append(self._request(texts[i:i + self.batch_size]))
+        return torch.cat(out) if out else torch.zeros((0, self.num_features or 0))
+
+    def _throttle(self) -> None:
+        with self._lock:
+            wait = self._last_request + self.interval - time.monotonic()
+            if wait > 0:
+                self._sleep(wait)
+            self._last_request = time.monotonic()
+
+    def _request(self, texts: list[str]) -> torch.Tensor:
+        import requests
+
+        url = f"{self.base_url}/embeddings"
+        body: dict[str, Any] = {"model": self.model, "input": texts}
+        if self.dimensions:
+            body["dimensions"] = self.dimensions
+        where = _public_url(url)
+        last_problem = ""
+        for attempt in range(self.max_retries + 1):
+            self._throttle()
+            self.requests_sent += 1
+            retry_after = None
+            try:
+                resp = self._session.post(url, json=body, headers=self._headers(), timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout) as err:
+                last_problem = f"{type(err).__name__} (no answer)"
+            else:
+                if resp.status_code == 200:
+                    return self._parse(resp, len(texts), where)
+                message = _server_message(resp)
+                if resp.status_code in (401, 403):
+                    raise EmbeddingAPIError(
+                        f"{where} refused the request ({resp.status_code}: {message}). Set a valid "
+                        f"key in the environment variable {self.api_key_env}.")
+                if resp.status_code not in RETRY_STATUS:
+                    raise EmbeddingAPIError(
+                        f"{where} answered {resp.status_code}: {message}. Check the model name "
+                        f"({self.model!r}) and the base URL.")
+                last_problem = f"HTTP {resp.status_code}: {message}"
+                retry_after = _retry_after(resp)
+            if attempt == self.max_retries:
+                break
+            delay = retry_after if retry_after is not None else min(
+                self.max_backoff, self.backoff * 2 ** attempt) * (0.5 + random.random() / 2)
+            log.warning("%s: %s; retry %d/%d in %.1f s", where, last_problem, attempt + 1,
+                        self.max_retries, delay)
+            self._sleep(delay)
+        raise EmbeddingAPIError(
+            f"{where} failed {self.max_retries + 1} times (last: {last_problem}). Check that the "
+            "service is reachable (OPENAI_BASE_URL, network, rate limits) and rerun: chunks "
+            "already committed are kept.")
+
+    def _parse(self, resp: Any, expected: int, where: str) -> torch.Tensor:
+        try:
+            data = sorted(resp.json()["data"], key=lambda d: d["index"])
+            emb = torch.tensor([d["embedding"] for d in data], dtype=torch.float32)
+        except (ValueError, KeyError, TypeError) as err:
+            raise EmbeddingAPIError(f"{where} returned an answer that is not an embeddings "
+                                    f"response ({type(err).__name__}).") from err
+        if emb.ndim != 2 or emb.shape[0] != expected:
+            raise EmbeddingAPIError(f"{where} returned {emb.shape[0] if emb.ndim else 0} "
+                                    f"embeddings for {expected} texts.")
+        if self.num_features is None:
+            self.num_features = int(emb.shape[1])
+        elif emb.shape[1] != self.num_features:
+            raise EmbeddingAPIError(f"{where} returned {emb.shape[1]}-d embeddings after "
+                                    f"{self.num_features}-d ones; the model behind it changed.")
+        return emb
+
+
+def _server_message(resp: Any) -> str:
+    try:
+        err = resp.json().get("error")
+        msg = err.get("message") if isinstance(err, dict) else err
+        return str(msg or resp.reason)[:200]
+    except ValueError:
+        return (resp.text or resp.reason or "")[:200]
+
+
+def _retry_after(resp: Any) -> float | None:
+    value = resp.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
