@@ -40,7 +40,7 @@ Examples:
 @click.option("--batch-size", type=int, default=None, help="Samples per forward pass [default: 64].")
 @device_option
 @click.option("--workers", "num_workers", type=int, default=None,
-              help="DataLoader decode workers [default: up to 2].")
+              help="DataLoader decode workers [default: 0 on a 2-core CPU, more with more cores or a GPU].")
 @click.option("--views", type=int, default=None, help="Augmented views per sample (needs --augment train).")
 @click.option("--augment", type=click.Choice(["none", "train"]), default=None,
               help="train: the backbone's training augmentation, seeded per sample and view.")

@@ -23,7 +23,7 @@ class ExtractConfig:
     chunk_rows: int = 1024                    # rows per stored chunk (the unit of resume)
     batch_size: int = 64                      # samples per forward pass
     device: str = "auto"                      # auto | cpu | cuda | cuda:N
-    num_workers: int | None = None            # DataLoader decode workers (None: up to 2)
+    num_workers: int | None = None            # DataLoader decode workers (None: by device/cores)
     views: int = 1                            # K views per sample (K > 1 needs augment)
     augment: str = "none"                     # "none" or "train" (the backbone's train transform)
     seed: int = 0                             # seeds augmentation and --limit subsets

@@ -213,8 +213,8 @@ def _run_chunks(backbone: Backbone, samples: SampleSet, store: FeatureStore, tod
 
     n, rows, k, d = store.n_samples, store.chunk_rows, cfg.views, store.n_features
     batches = loader.chunk_batches(todo, n, rows, cfg.batch_size)
-    workers = 0 if (backbone.remote or samples.modality == "text") else (
-        cfg.num_workers if cfg.num_workers is not None else min(2, os.cpu_count() or 1))
+    workers = 0 if (backbone.remote or samples.modality == "text") else default_workers(
+        cfg.num_workers, device)
     augment = cfg.augment == "train"
     stream = loader.iterate(samples, backbone.transform(train=augment), batches, views=k,
                             augment=augment, seed=cfg.seed, num_workers=workers,
@@ -266,6 +266,17 @@ def _run_chunks(backbone: Backbone, samples: SampleSet, store: FeatureStore, tod
     writer.close()
     seconds = time.perf_counter() - t0
     return {"invalid": invalid, "rate": (total / seconds) if seconds > 0 and total else None}
+
+
+def default_workers(requested: int | None, device: torch.device) -> int:
+    """Decode workers: as asked; else many for a GPU, and none on a CPU of 2 cores,
+    where a worker only takes a core from the forward pass (benchmarks/extract_throughput.py)."""
+    if requested is not None:
+        return requested
+    cpus = os.cpu_count() or 1
+    if device.type == "cuda":
+        return min(8, cpus)
+    return 0 if cpus <= 2 else min(4, cpus // 2)
 
 
 def _buffer(buffers: dict, i: int, n: int, rows: int, k: int, d: int):
