@@ -175,3 +175,28 @@ def test_real_builtins_when_installed(name, n, classes):
         pytest.skip(f"{name} not installed here")
     ds = load_dataset(name, "test" if name == "fashion-mnist" else "all")
     assert len(ds) == n and len(ds.classes) == classes
+
+
+def test_hf_saved_dataset(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from PIL import Image
+
+    images, labels = make_images(6, size=8)
+    feats = datasets.Features({"image": datasets.Image(),
+                               "label": datasets.ClassLabel(names=["x", "y", "z"])})
+    dd = datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict(
+            {"image": [Image.fromarray(i) for i in images], "label": labels.tolist()}, features=feats),
+        "test": datasets.Dataset.from_dict(
+            {"image": [Image.fromarray(images[0])], "label": [2]}, features=feats),
+    })
+    dd.save_to_disk(str(tmp_path / "hf"))
+    ds = load_dataset(str(tmp_path / "hf"), "train")
+    assert len(ds) == 6 and ds.classes == ["x", "y", "z"] and ds.labels.tolist() == labels.tolist()
+    assert ds.load(0).mode == "RGB"
+    with pytest.raises(DataError, match="has splits \\['train', 'test'\\], not 'val'"):
+        load_dataset(str(tmp_path / "hf"), "val")
+    text = datasets.Dataset.from_dict({"sentence": ["a b", "c d"], "label": [0.5, 1.5]})
+    text.save_to_disk(str(tmp_path / "txt"))
+    ts = load_dataset(str(tmp_path / "txt"), "train")
+    assert ts.modality == "text" and ts.task == "regression" and ts.load(1) == "c d"

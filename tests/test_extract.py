@@ -216,3 +216,24 @@ def test_full_disk_keeps_committed_chunks_and_never_completes(tmp_path, backbone
     monkeypatch.setattr(ZarrStore, "_write_rows", real)
     res = extract_one(backbone, _samples(), _cfg(tmp_path), CPU)
     assert res.resumed_chunks == 2 and res.computed_chunks == 2
+
+
+def test_each_backbone_loaded_once_for_all_datasets(tmp_path, tiny_npz, tiny_folder, monkeypatch):
+    import featstore.extract.pipeline as pipeline
+    from featstore.extract import extract
+
+    calls = []
+    real = pipeline.create_backbone
+
+    def counting(spec, **kw):
+        calls.append(spec)
+        return real(spec, **kw)
+
+    monkeypatch.setattr(pipeline, "create_backbone", counting)
+    cfg = ExtractConfig(backbones=["timm:test_resnet", "timm:test_efficientnet"],
+                        datasets=[str(tiny_npz), str(tiny_folder)], splits=["train"],
+                        root=str(tmp_path / "r"), pretrained=False, image_size=32,
+                        num_workers=0, progress=False)
+    results = extract(cfg)
+    assert calls == ["timm:test_resnet", "timm:test_efficientnet"]
+    assert len(results) == 4 and len({r.key for r in results}) == 4
