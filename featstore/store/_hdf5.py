@@ -61,11 +61,7 @@ class HDF5Store(FeatureStore):
         n = len(sample_ids)
         try:
             f = h5py.File(path, "w")
-            if n_views > 1:
-                shape, chunks, dims = (n, n_views, n_features), (chunk_rows, n_views, n_features), schema.DIMS_3D
-            else:
-                shape, chunks, dims = (n, n_features), (chunk_rows, n_features), schema.DIMS_2D
-            chunks = (min(chunk_rows, max(n, 1)),) + chunks[1:]
+            shape, chunks, dims = schema.features_layout(n, n_features, n_views, chunk_rows)
             feats = f.create_dataset(schema.FEATURES, shape=shape, chunks=chunks, dtype=dtype,
                                      fillvalue=0, **hdf5_options(codec))
             valid = f.create_dataset(schema.VALID, shape=(n,), dtype=bool, fillvalue=False,

@@ -43,10 +43,7 @@ class ZarrStore(FeatureStore):
         n = len(sample_ids)
         try:
             group = zarr.open_group(str(path), mode="w")
-            if n_views > 1:
-                shape, chunks, dims = (n, n_views, n_features), (chunk_rows, n_views, n_features), schema.DIMS_3D
-            else:
-                shape, chunks, dims = (n, n_features), (chunk_rows, n_features), schema.DIMS_2D
+            shape, chunks, dims = schema.features_layout(n, n_features, n_views, chunk_rows)
             # Sized up front; chunks are filled in whole by write_chunk, never appended.
             group.create_array(schema.FEATURES, shape=shape, chunks=chunks, dtype=dtype,
                                compressors=zarr_compressors(codec, dtype), fill_value=0,

@@ -28,6 +28,15 @@ DIMS_2D = ("sample", "feature")
 DIMS_3D = ("sample", "view", "feature")
 
 
+def features_layout(n: int, n_features: int, n_views: int, chunk_rows: int
+                    ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...]]:
+    """Shape, chunk shape and dimension names of the features array."""
+    rows = min(chunk_rows, max(n, 1))
+    if n_views > 1:
+        return (n, n_views, n_features), (rows, n_views, n_features), DIMS_3D
+    return (n, n_features), (rows, n_features), DIMS_2D
+
+
 def n_chunks(n_rows: int, chunk_rows: int) -> int:
     return -(-n_rows // chunk_rows)
 
