@@ -1,0 +1,48 @@
+"""NMTune's three regularisers (method.md §2), usable in any PyTorch training loop.
+
+All three are computed through B×B (or D×D, whichever is smaller) matrices, so they
+add little to an MLP's step: no D×D covariance is formed when B < D, and no SVD of
+the B×D batch is taken.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+#: Eigenvalues below this are clamped before the square root: d√λ/dλ = 1/(2√λ) is
+#: infinite at 0, and rank-deficient batches (B < D, or duplicate rows) have zeros.
+EIG_EPS = 1e-10
+
+
+def consistency_loss(z: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """L_MSE = mean over the batch of ‖z/‖z‖ − f/‖f‖‖² (f is the frozen feature)."""
+    return (F.normalize(z, dim=-1) - F.normalize(f.detach(), dim=-1)).pow(2).sum(-1).mean()
+
+
+def covariance_loss(z: torch.Tensor) -> torch.Tensor:
+    """L_COV = (1/D) Σ_{j≠k} C_jk², C = Z_cᵀZ_c/(B−1), via ‖Z_cZ_cᵀ‖_F² (B×B)."""
+    b, d = z.shape
+    if b < 2:
+        raise ValueError("covariance_loss needs a batch of at least 2 samples.")
+    zc = z - z.mean(dim=0, keepdim=True)
+    small = zc @ zc.T if b <= d else zc.T @ zc          # same Frobenius norm either way
+    total = small.pow(2).sum() / (b - 1) ** 2             # Σ_jk C_jk²
+    diag = (zc.pow(2).sum(dim=0) / (b - 1)).pow(2).sum()  # Σ_j C_jj²
+    return (total - diag) / d
+
+
+def singular_values(z: torch.Tensor) -> torch.Tensor:
+    """σ(Z) in decreasing order from the eigenvalues of the smaller Gram matrix."""
+    b, d = z.shape
+    gram = z @ z.T if b <= d else z.T @ z
+    eig = torch.linalg.eigvalsh(gram).flip(-1)
+    return eig.clamp(min=EIG_EPS).sqrt()
+
+
+def singular_value_loss(z: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """L_SVD = −mean_{i≤k} σ_i(Z)/Σ_j σ_j(Z) on the uncentred batch (k=1: the paper)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}.")
+    sigma = singular_values(z)
+    return -(sigma[:k] / sigma.sum()).mean()
