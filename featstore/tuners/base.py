@@ -1,0 +1,312 @@
+"""The scikit-learn estimator contract shared by every tuner, and its training loop."""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..devices import resolve_device
+from ..errors import ConfigError, DataError, FeatstoreError
+
+
+class NotFittedError(FeatstoreError, AttributeError):
+    """predict/transform/score called before fit."""
+
+
+def _interval(lo: float, hi: float, closed: str) -> str:
+    left = "[" if closed in ("both", "left") else "("
+    right = "]" if closed in ("both", "right") else ")"
+    return f"{left}{lo}, {hi}{right}"
+
+
+class Interval:
+    """A numeric constraint, rendered in scikit-learn's message shape."""
+
+    def __init__(self, kind: type, lo: float, hi: float, closed: str = "both"):
+        self.kind, self.lo, self.hi, self.closed = kind, lo, hi, closed
+
+    def ok(self, v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            return False
+        if self.kind is int and not float(v).is_integer():
+            return False
+        lo_ok = v >= self.lo if self.closed in ("both", "left") else v > self.lo
+        hi_ok = v <= self.hi if self.closed in ("both", "right") else v < self.hi
+        return lo_ok and hi_ok
+
+    def __str__(self) -> str:
+        return f"{'an int' if self.kind is int else 'a float'} in {_interval(self.lo, self.hi, self.closed)}"
+
+
+class Options:
+    def __init__(self, *values: Any):
+        self.values = values
+
+    def ok(self, v: Any) -> bool:
+        return v in self.values
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(repr(v) for v in self.values)
+
+
+INF = math.inf
+
+
+def as_arrays(X: Any, y: Any = None) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """Features (N, D) or (N, K, D) and labels from numpy, torch or a store."""
+    key = None
+    if hasattr(X, "load_features") and hasattr(X, "metadata"):  # a FeatureStore
+        store = X
+        valid = store.valid
+        key = (store.metadata.get("backbone") or {}).get("weights_sha256")
+        if y is None:
+            y = store.labels
+            if y is None:
+                raise DataError(f"{store.path} has no labels; pass y, or extract a labelled split.")
+            y = y[valid]
+        X = store.load_features(dtype=np.float32)[valid]
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim not in (2, 3) or len(X) == 0:
+        raise DataError(f"Expected features of shape (N, D) or (N, K, D) with N > 0; got {X.shape}.")
+    if not np.isfinite(X).all():
+        raise DataError("Features contain NaN or inf. Check the store with `featstore verify`, "
+                        "or re-extract with --dtype float32 if values overflow float16.")
+    if y is not None:
+        if isinstance(y, torch.Tensor):
+            y = y.detach().cpu().numpy()
+        y = np.asarray(y)
+        if y.shape != (len(X),):
+            raise DataError(f"Expected {len(X)} labels, got shape {y.shape}.")
+    return X, y, key
+
+
+class BaseTuner:
+    """Trains a head on frozen features; subclasses define the network and the loss."""
+
+    _constraints: dict[str, Any] = {
+        "lr": Interval(float, 0, INF, "neither"),
+        "weight_decay": Interval(float, 0, INF, "left"),
+        "epochs": Interval(int, 1, INF, "left"),
+        "batch_size": Interval(int, 2, INF, "left"),
+        "schedule": Options("cosine", "linear", "constant"),
+        "task": Options("auto", "classification", "regression"),
+    }
+
+    def __init__(self, *, lr: float = 1e-3, weight_decay: float = 1e-4, epochs: int = 30,
+                 batch_size: int = 64, schedule: str = "cosine", task: str = "auto",
+                 device: str = "auto", random_state: int | None = 0):
+        self.lr, self.weight_decay, self.epochs, self.batch_size = lr, weight_decay, epochs, batch_size
+        self.schedule, self.task, self.device, self.random_state = schedule, task, device, random_state
+
+    # -- scikit-learn plumbing -----------------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        import inspect
+
+        names: list[str] = []
+        for klass in cls.__mro__:
+            if "__init__" in klass.__dict__:
+                for p in inspect.signature(klass.__init__).parameters.values():
+                    if p.kind == p.KEYWORD_ONLY and p.name not in names:
+                        names.append(p.name)
+        return names
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {n: getattr(self, n) for n in self._param_names()}
+
+    def set_params(self, **params: Any) -> "BaseTuner":
+        for k, v in params.items():
+            if k not in self._param_names():
+                raise ConfigError(f"{type(self).__name__} has no parameter {k!r}.")
+            setattr(self, k, v)
+        return self
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+
+    def _validate_params(self) -> None:
+        constraints: dict[str, Any] = {}
+        for klass in reversed(type(self).__mro__):
+            constraints.update(getattr(klass, "_constraints", {}))
+        for name, rule in constraints.items():
+            value = getattr(self, name)
+            if not rule.ok(value):
+                raise ConfigError(f"The '{name}' parameter of {type(self).__name__} must be "
+                                  f"{rule}. Got {value!r} instead.")
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. Call "
+                                 "'fit' with appropriate arguments before using this estimator.")
+
+    # -- to override ----------------------------------------------------------------------
+    def _build(self, dim: int, n_out: int) -> nn.Module:
+        raise NotImplementedError
+
+    def _extra_loss(self, model: nn.Module, f: torch.Tensor, views: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (z for the classifier, extra loss). Default: none."""
+        z = model.tuner(f) if hasattr(model, "tuner") else f
+        return z, f.new_zeros(())
+
+    # -- fit / predict --------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None) -> "BaseTuner":
+        self._validate_params()
+        X, y, key = as_arrays(X, y)
+        if y is None:
+            raise DataError("fit needs labels: pass y, or a store with labels.")
+        task = self.task
+        if task == "auto":
+            task = "classification" if y.dtype.kind in "iub" else "regression"
+        self.task_ = task
+        if task == "classification":
+            self.classes_, y_idx = np.unique(y, return_inverse=True)
+            if len(self.classes_) < 2:
+                raise DataError(f"Expected at least 2 classes in y, got {len(self.classes_)}.")
+            target = torch.from_numpy(y_idx.astype(np.int64))
+            n_out = len(self.classes_)
+        else:
+            target = torch.from_numpy(y.astype(np.float32))
+            n_out = 1
+        self.n_features_in_ = X.shape[-1]
+        self.backbone_key_ = key
+        device = resolve_device(self.device)
+        if self.random_state is not None:
+            torch.manual_seed(self.random_state)
+        model = self._build(X.shape[-1], n_out).to(device)
+        self.history_ = self._train(model, torch.from_numpy(X), target, device)
+        self.model_ = model.eval()
+        return self
+
+    def _train(self, model: nn.Module, X: torch.Tensor, y: torch.Tensor, device: torch.device
+               ) -> list[dict[str, float]]:
+        """AdamW + schedule; one shuffled pass per epoch; deterministic for a seed on CPU."""
+        opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        n = len(X)
+        steps_per_epoch = max(1, n // self.batch_size)  # drop the last partial batch
+        total = self.epochs * steps_per_epoch
+        sched = {
+            "cosine": lambda s: 0.5 * (1 + math.cos(math.pi * s / total)),
+            "linear": lambda s: 1 - s / total,
+            "constant": lambda s: 1.0,
+        }[self.schedule]
+        lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, sched)
+        gen = torch.Generator().manual_seed(self.random_state if self.random_state is not None else 0)
+        history = []
+        Xd, yd = X.to(device), y.to(device)
+        for epoch in range(self.epochs):
+            model.train()
+            order = torch.randperm(n, generator=gen).to(device)
+            t0, total_loss = time.perf_counter(), 0.0
+            for s in range(steps_per_epoch):
+                idx = order[s * self.batch_size:(s + 1) * self.batch_size]
+                xb, yb = Xd[idx], yd[idx]
+                loss = self._batch_loss(model, xb, yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                lr_sched.step()
+                total_loss += float(loss.detach())
+            history.append({"epoch": epoch + 1, "loss": total_loss / steps_per_epoch,
+                            "seconds": time.perf_counter() - t0})
+        return history
+
+    def _batch_loss(self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        if xb.ndim == 3:  # K views: view 0 is f; the others are augmented inputs
+            f, views = xb[:, 0], xb[:, 1:]
+        else:
+            f, views = xb, None
+        z, extra = self._extra_loss(model, f, views)
+        out = model.head(z)
+        if self.task_ == "classification":
+            return nn.functional.cross_entropy(out, yb) + extra
+        return nn.functional.mse_loss(out.squeeze(-1), yb) + extra
+
+    def _forward_z(self, X: Any) -> torch.Tensor:
+        self._check_fitted()
+        X, _, key = as_arrays(X)
+        if key and self.backbone_key_ and key != self.backbone_key_:
+            raise DataError("These features come from other backbone weights than the ones this "
+                            "head was trained on; use a store of the same backbone.")
+        if X.ndim == 3:
+            X = X[:, 0]
+        if X.shape[1] != self.n_features_in_:
+            raise DataError(f"Expected {self.n_features_in_} features, got {X.shape[1]}.")
+        device = next(self.model_.parameters()).device
+        with torch.inference_mode():
+            f = torch.from_numpy(X).to(device)
+            return self.model_.tuner(f) if hasattr(self.model_, "tuner") else f
+
+    def transform(self, X: Any) -> np.ndarray:
+        """The tuned features z (for LP: the input features)."""
+        return self._forward_z(X).cpu().numpy()
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        z = self._forward_z(X)
+        with torch.inference_mode():
+            return self.model_.head(z).cpu().numpy()
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        if self.task_ != "classification":
+            raise ConfigError("predict_proba is for classification tuners.")
+        return torch.softmax(torch.from_numpy(self.decision_function(X)), -1).numpy()
+
+    def predict(self, X: Any) -> np.ndarray:
+        out = self.decision_function(X)
+        if self.task_ == "classification":
+            return self.classes_[out.argmax(1)]
+        return out[:, 0]
+
+    def score(self, X: Any, y: Any = None) -> float:
+        Xa, ya, _ = as_arrays(X, y)
+        pred = self.predict(Xa)
+        if self.task_ == "classification":
+            return float((pred == ya).mean())
+        from scipy.stats import pearsonr
+
+        return float(pearsonr(pred, ya)[0])
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``PATH.safetensors`` (weights) and ``PATH.json`` (params, classes, key)."""
+        from safetensors.torch import save_file
+
+        self._check_fitted()
+        path = Path(path)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
+        save_file(state, str(path.with_suffix(".safetensors")))
+        meta = {"tuner": type(self).__name__, "params": self.get_params(), "task": self.task_,
+                "classes": self.classes_.tolist() if self.task_ == "classification" else None,
+                "n_features_in": self.n_features_in_, "backbone_key": self.backbone_key_}
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str))
+        return path.with_suffix(".json")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "BaseTuner":
+        from safetensors.torch import load_file
+
+        from . import TUNERS
+
+        path = Path(path)
+        meta = json.loads(path.with_suffix(".json").read_text())
+        klass = TUNERS[meta["tuner"]]
+        tuner = klass(**meta["params"])
+        tuner.task_ = meta["task"]
+        tuner.classes_ = np.array(meta["classes"]) if meta["classes"] is not None else None
+        tuner.n_features_in_ = meta["n_features_in"]
+        tuner.backbone_key_ = meta["backbone_key"]
+        n_out = len(meta["classes"]) if meta["classes"] is not None else 1
+        model = tuner._build(tuner.n_features_in_, n_out)
+        model.load_state_dict(load_file(str(path.with_suffix(".safetensors"))))
+        tuner.model_ = model.eval()
+        return tuner

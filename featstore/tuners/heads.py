@@ -1,0 +1,34 @@
+"""The networks tuners train: a linear classifier, and NMTune's MLP (method.md §2)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "identity": nn.Identity}
+
+
+class TunerMLP(nn.Module):
+    """z = MLP(f), or z = s ⊙ MLP(f) + f with a learnable per-dimension scale s.
+
+    ``depth`` Linear layers (D→H, [H→H ...], H→D) with ``activation`` (and BatchNorm)
+    between them. The paper's default: depth 2, H = D, ReLU, no BatchNorm, no residual.
+    """
+
+    def __init__(self, dim: int, *, hidden: int, depth: int = 2, activation: str = "relu",
+                 batchnorm: bool = False, residual: bool = False, residual_init: float = 1.0):
+        super().__init__()
+        widths = [dim] + [hidden] * (depth - 1) + [dim]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < depth - 1:
+                if batchnorm:
+                    layers.append(nn.BatchNorm1d(b))
+                layers.append(ACTIVATIONS[activation]())
+        self.net = nn.Sequential(*layers)
+        self.scale = nn.Parameter(torch.full((dim,), float(residual_init))) if residual else None
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        z = self.net(f)
+        return z * self.scale + f if self.scale is not None else z
