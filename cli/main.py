@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("featstore_cli.commands.info:info", "Show one feature set's metadata and shape."),
     "verify": ("featstore_cli.commands.verify:verify", "Check a feature set's chunk checksums."),
     "rm": ("featstore_cli.commands.rm:rm", "Remove feature sets from a root."),
+    "tune": ("featstore_cli.commands.tune:tune", "Train LP/MLP/NMTune heads on cached features."),
     "backbones": ("featstore_cli.commands.backbones:backbones", "List built-in backbones and spec schemes."),
     "datasets": ("featstore_cli.commands.datasets:datasets", "List or fetch built-in data sets."),
 }

@@ -52,3 +52,10 @@ def created_by() -> str:
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def backbone_key(metadata: dict[str, Any]) -> str | None:
+    """A key of everything about the backbone that shapes the features (architecture,
+    weights, layer, pooling, preprocessing): equal for stores a head can be applied to."""
+    inputs = (metadata.get("key_inputs") or {}).get("backbone")
+    return content_key(inputs) if inputs else None

@@ -66,7 +66,9 @@ def as_arrays(X: Any, y: Any = None) -> tuple[np.ndarray, np.ndarray | None, str
     if hasattr(X, "load_features") and hasattr(X, "metadata"):  # a FeatureStore
         store = X
         valid = store.valid
-        key = (store.metadata.get("backbone") or {}).get("weights_sha256")
+        from ..keys import backbone_key
+
+        key = backbone_key(store.metadata)
         if y is None:
             y = store.labels
             if y is None:

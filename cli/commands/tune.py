@@ -1,0 +1,59 @@
+"""`featstore tune`."""
+
+from __future__ import annotations
+
+import click
+
+from ..options import echo_json, json_option, table
+
+EXAMPLES = """
+\b
+Examples:
+  featstore tune --train features/a96c --test features/f19d --ood features/b61e --method nmtune --seeds 3
+  featstore tune --train features/a96c --test features/f19d --method logreg --results results.jsonl --json
+"""
+
+
+@click.command(epilog=EXAMPLES)
+@click.option("--train", required=True, help="Store (path or ROOT/KEY_PREFIX) to train on.")
+@click.option("--test", required=True, help="In-domain test store.")
+@click.option("--ood", multiple=True, help="Out-of-domain store(s) with the same labels (repeatable).")
+@click.option("--method", type=click.Choice(["lp", "mlp", "nmtune", "nmtune-authors", "logreg"]),
+              default="nmtune", show_default=True)
+@click.option("--seeds", type=int, default=3, show_default=True)
+@click.option("--epochs", type=int, default=None, help="Training epochs [default: 30].")
+@click.option("--lr", type=float, default=None, help="Learning rate [LP 0.01, MLP/NMTune 0.001].")
+@click.option("--batch-size", type=int, default=None, help="Mini-batch size [default: 64].")
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [default: auto].")
+@click.option("--results", default=None, help="Append one JSON line per call to this file.")
+@json_option
+def tune(train: str, test: str, ood: tuple[str, ...], method: str, seeds: int, epochs: int | None,
+         lr: float | None, batch_size: int | None, device: str | None, results: str | None,
+         as_json: bool) -> None:
+    """Train a head (LP, MLP, NMTune, or logistic regression) on cached features over
+    seeds, and evaluate it in-domain and out-of-domain. The backbone never runs."""
+    from featstore.tuners.run import tune as run
+
+    params = {k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size,
+                                "device": device}.items() if v is not None}
+    if method == "logreg" and params:
+        from featstore.errors import ConfigError
+
+        raise ConfigError(f"Options {sorted(params)} do not apply to --method logreg.")
+    rec = run(train, test, list(ood), method, seeds=seeds, params=params, results=results)
+    if as_json:
+        echo_json(rec)
+        return
+    rows = []
+    for name, s in rec["summary"].items():
+        row = {"eval": f"{name} ({s['kind']})"}
+        for metric in ("accuracy", "macro_f1", "mean_per_class_accuracy", "mcc", "pearson", "spearman"):
+            if metric in s:
+                row[metric] = f"{100 * s[metric]['mean']:.2f} ± {100 * s[metric]['std']:.2f}"
+        rows.append(row)
+    cols = [("eval", "eval")] + [(m, m) for m in ("accuracy", "macro_f1", "mean_per_class_accuracy",
+                                                  "mcc", "pearson", "spearman") if m in rows[0]]
+    click.echo(f"{method} on {rec['train']['name']}, {seeds} seeds (mean ± std, %):")
+    click.echo(table(rows, cols))
+    if results:
+        click.echo(f"appended to {results}")

@@ -1,0 +1,102 @@
+"""`featstore tune`: train a tuner on one store over seeds; evaluate ID and OOD stores."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import keys
+from ..errors import ConfigError, DataError
+from ..store import open_store
+from .metrics import classification_metrics, regression_metrics
+
+METHODS = ("lp", "mlp", "nmtune", "nmtune-authors", "logreg")
+
+
+def make_tuner(method: str, dim: int, seed: int, params: dict[str, Any]) -> Any:
+    from .logreg import LogRegBaseline
+    from .models import LinearProbe, MLPTuner, NMTune
+
+    if method == "lp":
+        return LinearProbe(random_state=seed, **params)
+    if method == "mlp":
+        return MLPTuner(random_state=seed, **params)
+    if method == "nmtune":
+        return NMTune(random_state=seed, **params)
+    if method == "nmtune-authors":
+        return NMTune.authors_variant(dim, random_state=seed, **params)
+    if method == "logreg":
+        return LogRegBaseline(random_state=seed, **params)
+    raise ConfigError(f"The 'method' option of tune must be one of {', '.join(METHODS)}. "
+                      f"Got {method!r} instead.")
+
+
+def _load(path: str) -> dict[str, Any]:
+    with open_store(path) as fs:
+        if fs.labels is None:
+            raise DataError(f"{path} has no labels: tuning needs a labelled split.")
+        valid = fs.valid
+        X = fs.load_features(dtype=np.float32)[valid]
+        meta = fs.metadata
+        return {"path": str(fs.path), "key": fs.key, "X": X, "y": fs.labels[valid],
+                "classes": fs.classes, "task": fs.task,
+                "backbone": keys.backbone_key(meta), "backbone_id": meta["backbone"].get("id"),
+                "name": f"{meta['dataset']['name']}/{meta['dataset']['split']}"}
+
+
+def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int = 3,
+         params: dict[str, Any] | None = None, results: str | None = None) -> dict[str, Any]:
+    """Fit ``method`` on ``train`` for each seed; evaluate on ``test`` and each OOD store."""
+    params = dict(params or {})
+    if method not in METHODS:
+        make_tuner(method, 0, 0, {})
+    tr = _load(train)
+    evals = [("id", _load(test))] + [("ood", _load(p)) for p in ood]
+    for _, s in evals:
+        if s["backbone"] != tr["backbone"]:
+            raise DataError(f"{s['path']} was extracted with another backbone than {tr['path']} "
+                            f"({s['backbone_id']} vs {tr['backbone_id']}: weights, layer, pooling "
+                            "or preprocessing differ). Tune and evaluate on features of one backbone.")
+        if tr["classes"] and s["classes"] and list(s["classes"]) != list(tr["classes"]):
+            raise DataError(f"{s['path']} has classes {s['classes'][:5]}... but the training "
+                            f"store has {tr['classes'][:5]}...; OOD evaluation needs the same "
+                            "label set.")
+    runs = []
+    for seed in range(seeds):
+        t0 = time.perf_counter()
+        est = make_tuner(method, tr["X"].shape[-1], seed, params).fit(tr["X"], tr["y"])
+        fit_s = time.perf_counter() - t0
+        scores = {}
+        for kind, s in evals:
+            name = s["name"] if s["name"] not in scores else f"{s['name']} [{s['key'][:8]}]"
+            pred = est.predict(s["X"])
+            m = (classification_metrics(s["y"], pred) if tr["task"] != "regression"
+                 else regression_metrics(s["y"], pred))
+            scores[name] = {"kind": kind, "key": s["key"], **m}
+        runs.append({"seed": seed, "fit_seconds": round(fit_s, 3), "scores": scores,
+                     "params": {k: v for k, v in est.get_params().items() if k != "random_state"}})
+    summary = _summarize(runs)
+    record = {"method": method, "train": {"name": tr["name"], "key": tr["key"]},
+              "params": params, "seeds": seeds, "runs": runs, "summary": summary,
+              "versions": keys.library_versions(), "created_at": keys.now_iso()}
+    if results:
+        path = Path(results)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:  # one JSON line per tune call, written after it succeeded
+            f.write(json.dumps(record, default=str) + "\n")
+    return record
+
+
+def _summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name in runs[0]["scores"]:
+        out[name] = {"kind": runs[0]["scores"][name]["kind"]}  # type: ignore[dict-item]
+        for metric, v in runs[0]["scores"][name].items():
+            if isinstance(v, float):
+                vals = np.array([r["scores"][name][metric] for r in runs])
+                out[name][metric] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=0))}
+    return out

@@ -1,0 +1,67 @@
+"""`featstore tune` end to end on tiny stores, and its bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from featstore_cli.main import cli
+
+from conftest import make_images, tiny_extract_args
+
+
+@pytest.fixture
+def stores(runner, tmp_path):
+    out = {}
+    for name, seed in (("train", 0), ("test", 1)):
+        images, labels = make_images(96, seed=0)
+        noise = np.random.default_rng(seed).integers(0, 20, images.shape)
+        np.savez(tmp_path / f"{name}.npz", x=np.clip(images + noise, 0, 255).astype(np.uint8), y=labels)
+        res = runner.invoke(cli, tiny_extract_args(tmp_path / f"{name}.npz", tmp_path / "r", "--json"))
+        assert res.exit_code == 0, res.output
+        out[name] = json.loads(res.output)[0]["path"]
+    np.savez(tmp_path / "nolabels.npz", x=make_images(40)[0])
+    res = runner.invoke(cli, tiny_extract_args(tmp_path / "nolabels.npz", tmp_path / "r", "--json"))
+    out["nolabels"] = json.loads(res.output)[0]["path"]
+    res = runner.invoke(cli, tiny_extract_args(tmp_path / "train.npz", tmp_path / "r", "--json")
+                        + ["--image-size", "48"])
+    out["other_backbone"] = json.loads(res.output)[0]["path"]
+    return out
+
+
+@pytest.mark.parametrize("method", ["lp", "mlp", "nmtune", "logreg"])
+def test_tune_end_to_end(runner, stores, tmp_path, method):
+    results = tmp_path / "results.jsonl"
+    args = ["tune", "--train", stores["train"], "--test", stores["test"], "--ood", stores["test"],
+            "--method", method, "--seeds", "2", "--results", str(results)]
+    if method != "logreg":
+        args += ["--epochs", "5", "--device", "cpu"]
+    res = runner.invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert "accuracy" in res.output and "(id)" in res.output and "(ood)" in res.output
+    [record] = [json.loads(line) for line in results.read_text().splitlines()]
+    assert record["method"] == method and len(record["runs"]) == 2
+    assert record["summary"]
+    assert all(0 <= r["scores"][k]["accuracy"] <= 1 for r in record["runs"] for k in r["scores"])
+
+
+@pytest.mark.parametrize("which, message", [
+    ("nolabels", "has no labels"),
+    ("other_backbone", "another backbone"),
+])
+def test_tune_bad_input_appends_nothing(runner, stores, tmp_path, which, message):
+    results = tmp_path / "results.jsonl"
+    train, test = (stores[which], stores["test"]) if which == "nolabels" else (stores["train"], stores[which])
+    res = runner.invoke(cli, ["tune", "--train", train, "--test", test, "--method", "lp",
+                              "--results", str(results)])
+    assert res.exit_code == 1 and message in res.output and "Traceback" not in res.output
+    assert not results.exists()
+
+
+def test_tune_bad_hyperparameter(runner, stores):
+    res = runner.invoke(cli, ["tune", "--train", stores["train"], "--test", stores["test"],
+                              "--method", "nmtune", "--lr", "-1"])
+    assert res.exit_code == 1
+    assert "The 'lr' parameter of NMTune must be a float in (0, inf). Got -1.0 instead." in res.output
