@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("featstore_cli.commands.verify:verify", "Check a feature set's chunk checksums."),
     "rm": ("featstore_cli.commands.rm:rm", "Remove feature sets from a root."),
     "tune": ("featstore_cli.commands.tune:tune", "Train LP/MLP/NMTune heads on cached features."),
+    "spectrum": ("featstore_cli.commands.spectrum:spectrum", "SVE, LSVR and the singular value spectrum of stores."),
     "backbones": ("featstore_cli.commands.backbones:backbones", "List built-in backbones and spec schemes."),
     "datasets": ("featstore_cli.commands.datasets:datasets", "List or fetch built-in data sets."),
 }

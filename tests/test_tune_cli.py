@@ -65,3 +65,18 @@ def test_tune_bad_hyperparameter(runner, stores):
                               "--method", "nmtune", "--lr", "-1"])
     assert res.exit_code == 1
     assert "The 'lr' parameter of NMTune must be a float in (0, inf). Got -1.0 instead." in res.output
+
+
+def test_spectrum_cli(runner, stores, tmp_path):
+    png = tmp_path / "s.png"
+    res = runner.invoke(cli, ["spectrum", stores["train"], stores["test"], "--plot", str(png), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert len(out) == 2 and out[0]["preprocessing"] == "l2" and out[0]["sve"] > 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with __import__("featstore").open_store(stores["train"]) as fs:
+        X = fs.load_features(dtype=np.float64)[fs.valid]
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    s = np.linalg.svd(X, compute_uv=False)
+    p = s / s.sum()
+    assert abs(out[0]["sve"] - float(-(p * np.log(p)).sum())) < 1e-6
