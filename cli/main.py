@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rm": ("featstore_cli.commands.rm:rm", "Remove feature sets from a root."),
     "tune": ("featstore_cli.commands.tune:tune", "Train LP/MLP/NMTune heads on cached features."),
     "spectrum": ("featstore_cli.commands.spectrum:spectrum", "SVE, LSVR and the singular value spectrum of stores."),
+    "report": ("featstore_cli.commands.report:report", "Tables and plots from a tune results file."),
     "backbones": ("featstore_cli.commands.backbones:backbones", "List built-in backbones and spec schemes."),
     "datasets": ("featstore_cli.commands.datasets:datasets", "List or fetch built-in data sets."),
 }

@@ -81,3 +81,22 @@ def test_spectrum_cli(runner, stores, tmp_path):
     p = s / s.sum()
     p = p[p > 0]
     assert abs(out[0]["sve"] - float(-(p * np.log(p)).sum())) < 1e-6
+
+
+def test_report_from_results(runner, stores, tmp_path):
+    results = tmp_path / "results.jsonl"
+    for method in ("lp", "mlp"):
+        res = runner.invoke(cli, ["tune", "--train", stores["train"], "--test", stores["test"],
+                                  "--method", method, "--seeds", "2", "--epochs", "3",
+                                  "--device", "cpu", "--results", str(results)])
+        assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["report", str(results), "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    assert "| lp |" in res.output.replace("train | lp", "| lp") or " lp " in res.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "ID avg" in md and "methods.png" in md
+    assert (tmp_path / "rep" / "methods.png").read_bytes()[:4] == b"\x89PNG"
+    assert "\\begin{tabular}" in (tmp_path / "rep" / "table.tex").read_text()
+    assert len((tmp_path / "rep" / "table.csv").read_text().splitlines()) == 3
+    res = runner.invoke(cli, ["report", str(tmp_path / "none.jsonl")])
+    assert res.exit_code == 1 and "featstore tune" in res.output

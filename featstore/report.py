@@ -1,0 +1,108 @@
+"""`featstore report`: Table-2-shaped tables and plots from a results file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError, MissingDependencyError
+
+METHOD_ORDER = ["logreg", "lp", "mlp", "nmtune", "nmtune-authors"]
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"No results file at {path}. Write one with `featstore tune ... --results {path}`.")
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path} line {n} is not JSON ({err}).") from err
+    if not records:
+        raise DataError(f"{path} holds no results yet.")
+    return records
+
+
+def results_table(records: list[dict[str, Any]], metric: str = "accuracy") -> Any:
+    """Methods as rows, evaluation sets as columns (mean ± std over seeds), ID/OOD averages."""
+    try:
+        import pandas as pd
+    except ImportError as err:
+        raise MissingDependencyError("Reports need pandas: pip install 'featstore[tables]'.") from err
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    kinds: dict[str, str] = {}
+    for rec in records:
+        row = rows.setdefault((rec["method"], rec["train"]["name"]), {})
+        for name in rec["runs"][0]["scores"]:
+            vals = [100 * r["scores"][name][metric] for r in rec["runs"] if metric in r["scores"][name]]
+            if vals:
+                row[name] = vals  # a later record for the same cell replaces an earlier one
+                kinds[name] = rec["runs"][0]["scores"][name]["kind"]
+    cols = sorted(kinds, key=lambda c: (kinds[c] != "id", c))
+    out = []
+    for (method, train), row in sorted(rows.items(), key=lambda kv: (
+            kv[0][1], METHOD_ORDER.index(kv[0][0]) if kv[0][0] in METHOD_ORDER else 99)):
+        line: dict[str, Any] = {"train": train, "method": method}
+        for c in cols:
+            v = row.get(c)
+            line[c] = f"{np.mean(v):.2f} ± {np.std(v):.2f}" if v else ""
+        for kind in ("id", "ood"):
+            means = [np.mean(row[c]) for c in cols if kinds[c] == kind and row.get(c)]
+            line[f"{kind.upper()} avg"] = f"{np.mean(means):.2f}" if means else ""
+        out.append(line)
+    return pd.DataFrame(out)
+
+
+def markdown_table(df: Any) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def bar_plot(df: Any, path: Path, metric: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in df.columns if c not in ("train", "method") and not c.endswith("avg")]
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(cols) + 2), 3.8))
+    width = 0.8 / max(1, len(df))
+    for i, (_, row) in enumerate(df.iterrows()):
+        means = [float(row[c].split(" ± ")[0]) if row[c] else np.nan for c in cols]
+        stds = [float(row[c].split(" ± ")[1]) if row[c] else 0 for c in cols]
+        ax.bar(np.arange(len(cols)) + i * width, means, width, yerr=stds, capsize=2,
+               label=f"{row['method']} ({row['train']})")
+    ax.set_xticks(np.arange(len(cols)) + width * (len(df) - 1) / 2)
+    ax.set_xticklabels(cols, rotation=15, ha="right", fontsize=8)
+    ax.set_ylabel(f"{metric} (%)")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: str | Path, out_dir: str | Path, metric: str = "accuracy") -> dict[str, str]:
+    records = read_results(results)
+    df = results_table(records, metric)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "table.csv", "latex": out / "table.tex", "markdown": out / "report.md",
+             "bars": out / "methods.png"}
+    df.to_csv(paths["csv"], index=False)
+    paths["latex"].write_text(df.to_latex(index=False))
+    bar_plot(df, paths["bars"], metric)
+    md = [f"# featstore report\n", f"From `{results}`: {len(records)} tune runs; {metric} in %, "
+          "mean ± std over seeds. ID = in-domain test split, OOD = other domains with the same "
+          "labels.\n", markdown_table(df), "", f"![methods]({paths['bars'].name})", ""]
+    paths["markdown"].write_text("\n".join(md))
+    return {k: str(v) for k, v in paths.items()}
