@@ -40,7 +40,8 @@ def results_table(records: list[dict[str, Any]], metric: str = "accuracy") -> An
     for rec in records:
         row = rows.setdefault((rec["method"], rec["train"]["name"]), {})
         for name in rec["runs"][0]["scores"]:
-            vals = [100 * r["scores"][name][metric] for r in rec["runs"] if metric in r["scores"][name]]
+            scale = 1 if metric in ("sve", "lsvr", "mse") else 100
+            vals = [scale * r["scores"][name][metric] for r in rec["runs"] if metric in r["scores"][name]]
             if vals:
                 row[name] = vals  # a later record for the same cell replaces an earlier one
                 kinds[name] = rec["runs"][0]["scores"][name]["kind"]
@@ -101,8 +102,14 @@ def write_report(results: str | Path, out_dir: str | Path, metric: str = "accura
     df.to_csv(paths["csv"], index=False)
     paths["latex"].write_text(df.to_latex(index=False))
     bar_plot(df, paths["bars"], metric)
-    md = [f"# featstore report\n", f"From `{results}`: {len(records)} tune runs; {metric} in %, "
-          "mean ± std over seeds. ID = in-domain test split, OOD = other domains with the same "
-          "labels.\n", markdown_table(df), "", f"![methods]({paths['bars'].name})", ""]
+    md = [f"# featstore report\n", f"From `{results}`: {len(records)} tune runs; {metric} "
+          f"{'in % ' if metric not in ('sve', 'lsvr', 'mse') else ''}as mean ± std over seeds. "
+          "ID = in-domain test split, OOD = other domains with the same labels.\n",
+          markdown_table(df), ""]
+    for extra in ("sve", "lsvr"):
+        if metric != extra and any(extra in sc for r in records for sc in r["runs"][0]["scores"].values()):
+            md += [f"## {extra.upper()} of the tuned features z (row-L2, on each evaluation set)\n",
+                   markdown_table(results_table(records, extra)), ""]
+    md += [f"![methods]({paths['bars'].name})", ""]
     paths["markdown"].write_text("\n".join(md))
     return {k: str(v) for k, v in paths.items()}

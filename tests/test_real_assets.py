@@ -58,3 +58,22 @@ def test_lite0_classifies_sample_images_as_imagenet_would():
     names = timm.data.ImageNetInfo().index_to_description
     assert "palace" in names(top[0]).lower()
     assert "daisy" in names(top[1]).lower()
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_small(tmp_path):
+    """The README's main job, at a small size: extract → tune → spectrum → report."""
+    from click.testing import CliRunner
+
+    from featstore_cli.main import cli
+
+    root = tmp_path / "demo"
+    args = ["demo", "--root", str(root), "--limit", "120", "--seeds", "1", "--epochs", "3",
+            "--device", "cpu"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    for text in ("extracted", "lp", "mlp", "nmtune", "OOD uci-digits/test", "Report:"):
+        assert text in res.output
+    assert (root / "report" / "report.md").exists() and (root / "report" / "methods.png").exists()
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0 and "extracted" not in again.output  # all three cached

@@ -7,33 +7,38 @@ import click
 from ..options import echo_json, json_option, table
 
 
-@click.command(epilog="\b\nExamples:\n  featstore demo\n  featstore demo --root /tmp/demo --limit 500")
+@click.command(epilog="\b\nExamples:\n  featstore demo\n  featstore demo --root /tmp/demo --limit 500 --seeds 1")
 @click.option("--root", default="featstore-demo", show_default=True, help="Where the feature sets go.")
 @click.option("--limit", type=int, default=None, help="Use N samples per split (a quicker run).")
+@click.option("--seeds", type=int, default=2, show_default=True, help="Seeds per tuner.")
+@click.option("--epochs", type=int, default=30, show_default=True, help="Training epochs per head.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @json_option
-def demo(root: str, limit: int | None, device: str, as_json: bool) -> None:
-    """Extract EfficientNet-Lite0 features of MNIST-5k and UCI digits, then check them.
-
-    Runs the backbone once per split (a rerun is a cache hit), lists what it stored,
-    and fits a logistic-regression probe on the MNIST train features to show they are
-    the pre-trained ones: in-domain (MNIST test) and out-of-domain (UCI digits).
-    """
+def demo(root: str, limit: int | None, seeds: int, epochs: int, device: str, as_json: bool) -> None:
+    """Extract EfficientNet-Lite0 features of MNIST-5k and UCI digits once, then train LP,
+    MLP and NMTune heads on the cache (in-domain: MNIST test; out-of-domain: UCI digits),
+    measure the feature spectra, and write a report."""
     from featstore.demo import run_demo
 
-    summary = run_demo(root=root, limit=limit, device=device,
-                       echo=None if as_json else click.echo)
+    s = run_demo(root=root, limit=limit, device=device, seeds=seeds, epochs=epochs,
+                 echo=None if as_json else click.echo)
     if as_json:
-        echo_json(summary)
+        echo_json(s)
         return
-    click.echo()
-    click.echo(table(summary["stored"], [("key", "key"), ("dataset", "dataset"), ("split", "split"),
-                                         ("shape", "N x D"), ("status", "status"),
-                                         ("seconds", "seconds")]))
-    click.echo()
-    p = summary["probe"]
-    click.echo(f"Logistic probe on frozen features (trained on mnist-5k/train, {p['n_train']} samples):")
-    click.echo(f"  in-domain      mnist-5k/test     accuracy {p['id_accuracy']:.3f}")
-    click.echo(f"  out-of-domain  uci-digits/test   accuracy {p['ood_accuracy']:.3f}")
-    click.echo()
-    click.echo(f"Feature sets are in {summary['root']}/  (inspect: featstore ls {summary['root']})")
+    click.echo("\nStored feature sets (a rerun reuses them):")
+    click.echo(table(s["stored"], [("key", "key"), ("dataset", "dataset"), ("split", "split"),
+                                   ("shape", "N x D"), ("status", "status"), ("seconds", "seconds")]))
+    click.echo(f"\nHeads trained on mnist-5k/train ({seeds} seeds; accuracy %, mean ± std; "
+               "SVE/LSVR of the tuned features on the test split):")
+    rows = []
+    for method, summ in s["tuned"].items():
+        ident, ood = (next(v for v in summ.values() if v["kind"] == k) for k in ("id", "ood"))
+        rows.append({"method": method,
+                     "id": f"{100 * ident['accuracy']['mean']:.2f} ± {100 * ident['accuracy']['std']:.2f}",
+                     "ood": f"{100 * ood['accuracy']['mean']:.2f} ± {100 * ood['accuracy']['std']:.2f}",
+                     "sve": f"{ident['sve']['mean']:.3f}", "lsvr": f"{ident['lsvr']['mean']:.3f}"})
+    click.echo(table(rows, [("method", "method"), ("id", "ID mnist-5k/test"),
+                            ("ood", "OOD uci-digits/test"), ("sve", "SVE"), ("lsvr", "LSVR")]))
+    click.echo("\nRaw-feature spectra: " + "; ".join(
+        f"{k}: SVE {v['sve']:.3f}, LSVR {v['lsvr']:.3f}" for k, v in s["spectra"].items()))
+    click.echo(f"\nReport: {s['report']['markdown']} (tables: .csv, .tex; plot: {s['report']['bars']})")

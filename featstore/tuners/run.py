@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import keys
 from ..errors import ConfigError, DataError
+from ..analysis.spectrum import spectrum_of_array
 from ..store import open_store
 from .metrics import classification_metrics, regression_metrics
 
@@ -76,7 +77,11 @@ def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int = 3,
             pred = est.predict(s["X"])
             m = (classification_metrics(s["y"], pred) if tr["task"] != "regression"
                  else regression_metrics(s["y"], pred))
-            scores[name] = {"kind": kind, "key": s["key"], **m}
+            z = est.transform(s["X"])
+            if z.ndim == 3:
+                z = z[:, 0]
+            sp = spectrum_of_array(z, "l2")  # of the tuned features z (LP: the raw ones)
+            scores[name] = {"kind": kind, "key": s["key"], **m, "sve": sp.sve, "lsvr": sp.lsvr}
         runs.append({"seed": seed, "fit_seconds": round(fit_s, 3), "scores": scores,
                      "params": {k: v for k, v in est.get_params().items() if k != "random_state"}})
     summary = _summarize(runs)
