@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tune": ("featstore_cli.commands.tune:tune", "Train LP/MLP/NMTune heads on cached features."),
     "spectrum": ("featstore_cli.commands.spectrum:spectrum", "SVE, LSVR and the singular value spectrum of stores."),
     "report": ("featstore_cli.commands.report:report", "Tables and plots from a tune results file."),
+    "eval": ("featstore_cli.commands.heads:eval_cmd", "Score a saved head on labelled stores."),
+    "predict": ("featstore_cli.commands.heads:predict", "Predict with a saved head on a store."),
     "backbones": ("featstore_cli.commands.backbones:backbones", "List built-in backbones and spec schemes."),
     "datasets": ("featstore_cli.commands.datasets:datasets", "List or fetch built-in data sets."),
 }

@@ -100,3 +100,25 @@ def test_report_from_results(runner, stores, tmp_path):
     assert len((tmp_path / "rep" / "table.csv").read_text().splitlines()) == 3
     res = runner.invoke(cli, ["report", str(tmp_path / "none.jsonl")])
     assert res.exit_code == 1 and "featstore tune" in res.output
+
+
+def test_saved_heads_eval_and_predict(runner, stores, tmp_path):
+    heads = tmp_path / "heads"
+    res = runner.invoke(cli, ["tune", "--train", stores["train"], "--test", stores["test"],
+                              "--method", "mlp", "--seeds", "1", "--epochs", "3", "--device", "cpu",
+                              "--save-heads", str(heads), "--json"])
+    assert res.exit_code == 0, res.output
+    tuned_acc = json.loads(res.output)["runs"][0]["scores"]
+    res = runner.invoke(cli, ["eval", "--head", str(heads / "mlp-seed0"), stores["test"], "--json"])
+    assert res.exit_code == 0, res.output
+    [row] = json.loads(res.output)
+    assert abs(row["accuracy"] - next(iter(tuned_acc.values()))["accuracy"]) < 1e-9
+    out = tmp_path / "pred.csv"
+    res = runner.invoke(cli, ["predict", "--head", str(heads / "mlp-seed0"), stores["test"], "--out", str(out)])
+    assert res.exit_code == 0
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("sample_id,prediction,p_0") and len(lines) == 97
+    res = runner.invoke(cli, ["eval", "--head", str(heads / "mlp-seed0"), stores["other_backbone"]])
+    assert res.exit_code == 1 and "another backbone" in res.output
+    res = runner.invoke(cli, ["eval", "--head", str(heads / "nope"), stores["test"]])
+    assert res.exit_code == 1 and "--save-heads" in res.output

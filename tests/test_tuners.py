@@ -119,5 +119,5 @@ def test_fit_on_a_store_and_refuse_another_backbone(tmp_path):
     with open_store(paths[0]) as a, open_store(paths[1]) as b:
         est = LinearProbe(**FAST).fit(a)
         assert est.score(a) > 0.5
-        with pytest.raises(DataError, match="other backbone weights"):
+        with pytest.raises(DataError, match="another backbone"):
             est.predict(b)

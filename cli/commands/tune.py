@@ -26,10 +26,11 @@ Examples:
 @click.option("--batch-size", type=int, default=None, help="Mini-batch size [default: 64].")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [default: auto].")
 @click.option("--results", default=None, help="Append one JSON line per call to this file.")
+@click.option("--save-heads", default=None, help="Folder to save each seed's head in (for eval/predict).")
 @json_option
 def tune(train: str, test: str, ood: tuple[str, ...], method: str, seeds: int, epochs: int | None,
          lr: float | None, batch_size: int | None, device: str | None, results: str | None,
-         as_json: bool) -> None:
+         save_heads: str | None, as_json: bool) -> None:
     """Train a head (LP, MLP, NMTune, or logistic regression) on cached features over
     seeds, and evaluate it in-domain and out-of-domain. The backbone never runs."""
     from featstore.tuners.run import tune as run
@@ -40,7 +41,8 @@ def tune(train: str, test: str, ood: tuple[str, ...], method: str, seeds: int, e
         from featstore.errors import ConfigError
 
         raise ConfigError(f"Options {sorted(params)} do not apply to --method logreg.")
-    rec = run(train, test, list(ood), method, seeds=seeds, params=params, results=results)
+    rec = run(train, test, list(ood), method, seeds=seeds, params=params, results=results,
+              save_heads=save_heads)
     if as_json:
         echo_json(rec)
         return

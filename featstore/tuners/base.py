@@ -238,8 +238,9 @@ class BaseTuner:
         self._check_fitted()
         X, _, key = as_arrays(X)
         if key and self.backbone_key_ and key != self.backbone_key_:
-            raise DataError("These features come from other backbone weights than the ones this "
-                            "head was trained on; use a store of the same backbone.")
+            raise DataError("These features come from another backbone (weights, layer, pooling "
+                            "or preprocessing) than the one this head was trained on; use a "
+                            "store of the same backbone.")
         if X.ndim == 3:
             X = X[:, 0]
         if X.shape[1] != self.n_features_in_:
@@ -285,6 +286,7 @@ class BaseTuner:
 
         self._check_fitted()
         path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
         save_file(state, str(path.with_suffix(".safetensors")))
         meta = {"tuner": type(self).__name__, "params": self.get_params(), "task": self.task_,

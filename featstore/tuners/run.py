@@ -50,9 +50,16 @@ def _load(path: str) -> dict[str, Any]:
 
 
 def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int = 3,
-         params: dict[str, Any] | None = None, results: str | None = None) -> dict[str, Any]:
-    """Fit ``method`` on ``train`` for each seed; evaluate on ``test`` and each OOD store."""
+         params: dict[str, Any] | None = None, results: str | None = None,
+         save_heads: str | None = None) -> dict[str, Any]:
+    """Fit ``method`` on ``train`` for each seed; evaluate on ``test`` and each OOD store.
+
+    ``save_heads``: a folder to write each seed's head to (``METHOD-seedK.safetensors``
+    and ``.json``), for ``featstore eval``/``predict`` and spectra of tuned features.
+    """
     params = dict(params or {})
+    if save_heads and method == "logreg":
+        raise ConfigError("--save-heads applies to lp, mlp and nmtune heads, not logreg.")
     if method not in METHODS:
         make_tuner(method, 0, 0, {})
     tr = _load(train)
@@ -71,6 +78,9 @@ def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int = 3,
         t0 = time.perf_counter()
         est = make_tuner(method, tr["X"].shape[-1], seed, params).fit(tr["X"], tr["y"])
         fit_s = time.perf_counter() - t0
+        est.backbone_key_ = tr["backbone"]  # fitted on arrays: remember which backbone
+        if save_heads:
+            est.save(Path(save_heads) / f"{method}-seed{seed}")
         scores = {}
         for kind, s in evals:
             name = s["name"] if s["name"] not in scores else f"{s['name']} [{s['key'][:8]}]"
@@ -105,3 +115,41 @@ def _summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, floa
                 vals = np.array([r["scores"][name][metric] for r in runs])
                 out[name][metric] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=0))}
     return out
+
+
+def evaluate(head: str, stores: list[str]) -> list[dict[str, Any]]:
+    """Metrics of a saved head on labelled stores of the same backbone."""
+    est = _load_head(head)
+    out = []
+    for path in stores:
+        with open_store(path) as fs:
+            if fs.labels is None:
+                raise DataError(f"{path} has no labels to evaluate against; use `featstore predict`.")
+            y = fs.labels[fs.valid]
+            pred = est.predict(fs)  # checks that the store's backbone matches the head's
+            name = f"{fs.metadata['dataset']['name']}/{fs.metadata['dataset']['split']}"
+            where = str(fs.path)
+        m = (classification_metrics(y, pred) if est.task_ == "classification"
+             else regression_metrics(y, pred))
+        out.append({"store": where, "name": name, **m})
+    return out
+
+
+def predict(head: str, store: str) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """Sample ids, predictions and (for classifiers) probabilities of a saved head."""
+    est = _load_head(head)
+    with open_store(store) as fs:
+        ids = fs.sample_ids[fs.valid].tolist()
+        pred = est.predict(fs)
+        proba = est.predict_proba(fs) if est.task_ == "classification" else None
+    return ids, pred, proba
+
+
+def _load_head(head: str) -> Any:
+    from .base import BaseTuner
+
+    p = Path(head)
+    if not p.with_suffix(".json").exists():
+        raise DataError(f"No saved head at {head} (expected {p.with_suffix('.json')} and "
+                        f"{p.with_suffix('.safetensors')}); save heads with `featstore tune --save-heads DIR`.")
+    return BaseTuner.load(p)
