@@ -35,26 +35,29 @@ def results_table(records: list[dict[str, Any]], metric: str = "accuracy") -> An
         import pandas as pd
     except ImportError as err:
         raise MissingDependencyError("Reports need pandas: pip install 'featstore[tables]'.") from err
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    # (method, train, params) -> eval set -> seed -> value; a later run of a seed replaces it
+    rows: dict[tuple[str, str, str], dict[str, dict[int, float]]] = {}
     kinds: dict[str, str] = {}
+    scale = 1 if metric in ("sve", "lsvr", "mse") else 100
     for rec in records:
-        row = rows.setdefault((rec["method"], rec["train"]["name"]), {})
-        for name in rec["runs"][0]["scores"]:
-            scale = 1 if metric in ("sve", "lsvr", "mse") else 100
-            vals = [scale * r["scores"][name][metric] for r in rec["runs"] if metric in r["scores"][name]]
-            if vals:
-                row[name] = vals  # a later record for the same cell replaces an earlier one
-                kinds[name] = rec["runs"][0]["scores"][name]["kind"]
+        params = {k: v for k, v in (rec.get("params") or {}).items() if k != "device"}
+        label = json.dumps(params, sort_keys=True) if params else ""
+        row = rows.setdefault((rec["method"], rec["train"]["name"], label), {})
+        for run in rec["runs"]:
+            for name, sc in run["scores"].items():
+                if metric in sc:
+                    row.setdefault(name, {})[run["seed"]] = scale * sc[metric]
+                    kinds[name] = sc["kind"]
     cols = sorted(kinds, key=lambda c: (kinds[c] != "id", c))
     out = []
-    for (method, train), row in sorted(rows.items(), key=lambda kv: (
-            kv[0][1], METHOD_ORDER.index(kv[0][0]) if kv[0][0] in METHOD_ORDER else 99)):
-        line: dict[str, Any] = {"train": train, "method": method}
+    order = lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99  # noqa: E731
+    for (method, train, label), row in sorted(rows.items(), key=lambda kv: (kv[0][1], order(kv[0][0]), kv[0][2])):
+        line: dict[str, Any] = {"train": train, "method": f"{method} {label}".strip()}
         for c in cols:
-            v = row.get(c)
+            v = list(row.get(c, {}).values())
             line[c] = f"{np.mean(v):.2f} ± {np.std(v):.2f}" if v else ""
         for kind in ("id", "ood"):
-            means = [np.mean(row[c]) for c in cols if kinds[c] == kind and row.get(c)]
+            means = [np.mean(list(row[c].values())) for c in cols if kinds[c] == kind and row.get(c)]
             line[f"{kind.upper()} avg"] = f"{np.mean(means):.2f}" if means else ""
         out.append(line)
     return pd.DataFrame(out)
@@ -67,6 +70,13 @@ def markdown_table(df: Any) -> str:
     return "\n".join(lines)
 
 
+def _short(text: str, n: int, keep: str = "end") -> str:
+    """Shorten long labels: paths keep their end, method settings their start."""
+    if len(text) <= n:
+        return text
+    return "…" + text[-(n - 1):] if keep == "end" else text[: n - 1] + "…"
+
+
 def bar_plot(df: Any, path: Path, metric: str) -> Path:
     import matplotlib
 
@@ -74,19 +84,18 @@ def bar_plot(df: Any, path: Path, metric: str) -> Path:
     import matplotlib.pyplot as plt
 
     cols = [c for c in df.columns if c not in ("train", "method") and not c.endswith("avg")]
-    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(cols) + 2), 3.8))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cols) + 3), 4.2), layout="constrained")
     width = 0.8 / max(1, len(df))
     for i, (_, row) in enumerate(df.iterrows()):
         means = [float(row[c].split(" ± ")[0]) if row[c] else np.nan for c in cols]
         stds = [float(row[c].split(" ± ")[1]) if row[c] else 0 for c in cols]
         ax.bar(np.arange(len(cols)) + i * width, means, width, yerr=stds, capsize=2,
-               label=f"{row['method']} ({row['train']})")
+               label=_short(f"{row['method']} ({row['train']})", 60, keep="start"))
     ax.set_xticks(np.arange(len(cols)) + width * (len(df) - 1) / 2)
-    ax.set_xticklabels(cols, rotation=15, ha="right", fontsize=8)
+    ax.set_xticklabels([_short(c, 28) for c in cols], rotation=15, ha="right", fontsize=8)
     ax.set_ylabel(f"{metric} (%)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

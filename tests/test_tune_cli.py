@@ -122,3 +122,33 @@ def test_saved_heads_eval_and_predict(runner, stores, tmp_path):
     assert res.exit_code == 1 and "another backbone" in res.output
     res = runner.invoke(cli, ["eval", "--head", str(heads / "nope"), stores["test"]])
     assert res.exit_code == 1 and "--save-heads" in res.output
+
+
+def test_sweep_runs_grid_and_resumes(runner, stores, tmp_path):
+    results = tmp_path / "sweep.jsonl"
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(f"""
+results: {results}
+jobs:
+  - {{train: {stores['train']}, test: {stores['test']}}}
+methods: [lp, nmtune]
+seeds: 2
+params: {{epochs: 2, device: cpu}}
+grid:
+  nmtune: {{lambda_svd: [0.0, 0.01]}}
+workers: 2
+""")
+    res = runner.invoke(cli, ["sweep", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert "6 runs done, 0 already" in res.output and "forward passes avoided" in res.output
+    lines = results.read_text().splitlines()
+    assert len(lines) == 6 and len({json.loads(x)["run_id"] for x in lines}) == 6
+    res = runner.invoke(cli, ["sweep", str(cfg), "--json"])
+    assert json.loads(res.output)["skipped"] == 6 and json.loads(res.output)["ran"] == 0
+    assert len(results.read_text().splitlines()) == 6
+    res = runner.invoke(cli, ["report", str(results), "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 0 and '"lambda_svd": 0.01' in res.output
+    cfg.write_text(f"results: {results}\njobs: []\nmethods: [lp]\nseed: 3\n")
+    res = runner.invoke(cli, ["sweep", str(cfg)])
+    assert res.exit_code == 1 and "Unknown keys ['seed']" in res.output
+    assert len(results.read_text().splitlines()) == 6

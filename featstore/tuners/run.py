@@ -49,7 +49,7 @@ def _load(path: str) -> dict[str, Any]:
                 "name": f"{meta['dataset']['name']}/{meta['dataset']['split']}"}
 
 
-def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int = 3,
+def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int | list[int] = 3,
          params: dict[str, Any] | None = None, results: str | None = None,
          save_heads: str | None = None) -> dict[str, Any]:
     """Fit ``method`` on ``train`` for each seed; evaluate on ``test`` and each OOD store.
@@ -74,7 +74,8 @@ def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int = 3,
                             f"store has {tr['classes'][:5]}...; OOD evaluation needs the same "
                             "label set.")
     runs = []
-    for seed in range(seeds):
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    for seed in seed_list:
         t0 = time.perf_counter()
         est = make_tuner(method, tr["X"].shape[-1], seed, params).fit(tr["X"], tr["y"])
         fit_s = time.perf_counter() - t0
@@ -96,7 +97,8 @@ def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int = 3,
                      "params": {k: v for k, v in est.get_params().items() if k != "random_state"}})
     summary = _summarize(runs)
     record = {"method": method, "train": {"name": tr["name"], "key": tr["key"]},
-              "params": params, "seeds": seeds, "runs": runs, "summary": summary,
+              "params": params, "seeds": seed_list, "runs": runs, "summary": summary,
+              "n_train": int(len(tr["y"])), "n_eval": {s["name"]: int(len(s["y"])) for _, s in evals},
               "versions": keys.library_versions(), "created_at": keys.now_iso()}
     if results:
         path = Path(results)
