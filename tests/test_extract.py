@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -150,7 +149,13 @@ cfg = ExtractConfig(backbones=["timm:test_resnet"], datasets=["tiny"], root={roo
                     format={fmt!r}, chunk_rows=32, batch_size=8, num_workers=0,
                     pretrained=False, progress=False)
 bb = create_backbone("timm:test_resnet", pretrained=False, image_size=128)
-print(extract_one(bb, samples, cfg, torch.device("cpu")).path)
+encode = bb.encode
+def encode_and_report(batch):  # the parent kills us after a given batch
+    out = encode(batch)
+    print("batch", flush=True)
+    return out
+bb.encode = encode_and_report
+print(extract_one(bb, samples, cfg, torch.device("cpu")).path, flush=True)
 """
 
 
@@ -163,21 +168,25 @@ def _run_script(root: Path, fmt: str, n: int) -> subprocess.Popen:
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
 def test_kill_9_then_resume_gives_identical_bytes(tmp_path, fmt):
-    n = 960  # 30 chunks
-    started = time.time()
+    n = 960  # 30 chunks of 32 rows, 120 batches of 8
     reference = _run_script(tmp_path / "ref", fmt, n)
     out, err = reference.communicate(timeout=300)
     assert reference.returncode == 0, err
     ref_path = out.strip().splitlines()[-1]
-    duration = time.time() - started
 
-    # Kill the same run about two thirds of the way through (timed from the reference
-    # run; polling the file would take HDF5's lock from the writer).
+    # Kill the same run after its 50th of 120 batches: mid-run whatever the machine's speed.
     killed = _run_script(tmp_path / "run", fmt, n)
-    time.sleep(duration * 0.65)
-    assert killed.poll() is None, "the run finished before it could be killed"
-    os.kill(killed.pid, signal.SIGKILL)
-    killed.communicate()  # reap it and close its pipes
+    try:
+        seen = 0
+        while seen < 50:
+            line = killed.stdout.readline()
+            assert line, f"the run ended early: {killed.stderr.read()}"
+            seen += line.startswith("batch")
+        os.kill(killed.pid, signal.SIGKILL)
+    finally:
+        killed.kill()
+        killed.communicate()  # reap it and close its pipes
+    assert killed.returncode == -signal.SIGKILL
     entries = list(Root(tmp_path / "run"))
     assert entries and not entries[0].complete  # never reads as complete
     with pytest.raises(StoreIncompleteError):
