@@ -219,7 +219,7 @@ def _run_chunks(backbone: Backbone, samples: SampleSet, store: FeatureStore, tod
     stream = loader.iterate(samples, backbone.transform(train=augment), batches, views=k,
                             augment=augment, seed=cfg.seed, num_workers=workers,
                             pin_memory=device.type == "cuda")
-    buffers: dict[int, tuple[np.ndarray, np.ndarray, list[int]]] = {}
+    buffers: dict[int, _ChunkBuffer] = {}
     invalid: list[dict[str, str]] = []
     total = sum(len(b) for b in batches)
     writer = ChunkWriter(store)
@@ -244,14 +244,15 @@ def _run_chunks(backbone: Backbone, samples: SampleSet, store: FeatureStore, tod
                     f"{backbone.id} returned {feats.shape[-1]}-d features, but the store at "
                     f"{store.path} holds {d}-d ones. Use --force to extract it again.")
             for j, (i, _) in enumerate(ok):
-                _buffer(buffers, i, n, rows, k, d)[0][i % rows] = feats[j]
-                buffers[i // rows][1][i % rows] = True
+                buf = _chunk_buffer(buffers, i // rows, n, rows, k, d)
+                buf.features[i % rows] = feats[j]
+                buf.valid[i % rows] = True
             for i, _, _ in batch:
                 c = i // rows
-                buf = _buffer(buffers, i, n, rows, k, d)
-                buf[2][0] += 1
-                if buf[2][0] == buf[0].shape[0]:
-                    writer.put(c, buf[0], buf[1])
+                buf = _chunk_buffer(buffers, c, n, rows, k, d)
+                buf.filled += 1
+                if buf.filled == len(buf.valid):  # whole chunk: hand it to the writer
+                    writer.put(c, buf.features, buf.valid)
                     del buffers[c]
             bar.update(len(batch))
     except BaseException:
@@ -279,12 +280,21 @@ def default_workers(requested: int | None, device: torch.device) -> int:
     return 0 if cpus <= 2 else min(4, cpus // 2)
 
 
-def _buffer(buffers: dict, i: int, n: int, rows: int, k: int, d: int):
-    c = i // rows
+@dataclass
+class _ChunkBuffer:
+    """Rows of one stored chunk, filled batch by batch (invalid rows stay zero)."""
+
+    features: np.ndarray
+    valid: np.ndarray
+    filled: int = 0
+
+
+def _chunk_buffer(buffers: dict[int, _ChunkBuffer], c: int, n: int, rows: int, k: int,
+                  d: int) -> _ChunkBuffer:
     if c not in buffers:
         start, stop = schema.chunk_bounds(c, n, rows)
         shape = (stop - start, k, d) if k > 1 else (stop - start, d)
-        buffers[c] = (np.zeros(shape, np.float32), np.zeros(stop - start, bool), [0])
+        buffers[c] = _ChunkBuffer(np.zeros(shape, np.float32), np.zeros(stop - start, bool))
     return buffers[c]
 
 
