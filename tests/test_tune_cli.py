@@ -28,6 +28,10 @@ def stores(runner, tmp_path):
     res = runner.invoke(cli, tiny_extract_args(tmp_path / "train.npz", tmp_path / "r", "--json")
                         + ["--image-size", "48"])
     out["other_backbone"] = json.loads(res.output)[0]["path"]
+    images, labels = make_images(40, classes=5)
+    np.savez(tmp_path / "five.npz", x=images, y=labels)
+    res = runner.invoke(cli, tiny_extract_args(tmp_path / "five.npz", tmp_path / "r", "--json"))
+    out["other_labels"] = json.loads(res.output)[0]["path"]
     return out
 
 
@@ -50,6 +54,7 @@ def test_tune_end_to_end(runner, stores, tmp_path, method):
 @pytest.mark.parametrize("which, message", [
     ("nolabels", "has no labels"),
     ("other_backbone", "another backbone"),
+    ("other_labels", "never has"),
 ])
 def test_tune_bad_input_appends_nothing(runner, stores, tmp_path, which, message):
     results = tmp_path / "results.jsonl"

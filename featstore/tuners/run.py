@@ -69,6 +69,11 @@ def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int | lis
             raise DataError(f"{s['path']} was extracted with another backbone than {tr['path']} "
                             f"({s['backbone_id']} vs {tr['backbone_id']}: weights, layer, pooling "
                             "or preprocessing differ). Tune and evaluate on features of one backbone.")
+        unseen = (set(np.unique(s["y"]).tolist()) - set(np.unique(tr["y"]).tolist())
+                  if tr["task"] != "regression" else set())
+        if unseen:
+            raise DataError(f"{s['path']} has labels {sorted(unseen)[:5]} that the training store "
+                            f"{tr['path']} never has; evaluation needs the same label set.")
         if tr["classes"] and s["classes"] and list(s["classes"]) != list(tr["classes"]):
             raise DataError(f"{s['path']} has classes {s['classes'][:5]}... but the training "
                             f"store has {tr['classes'][:5]}...; OOD evaluation needs the same "
