@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -120,14 +119,6 @@ def extract(config_file: str | None, as_json: bool, no_progress: bool, random_we
 
 
 def _read_config(path: str) -> dict[str, Any]:
-    import yaml
+    from featstore.yaml_files import read_mapping
 
-    from featstore.errors import ConfigError
-
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"Cannot read config file {path}: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of extract options, e.g. 'backbones: [...]'.")
-    return data
+    return read_mapping(path, "extract config", "'backbones: [...]'")

@@ -26,14 +26,9 @@ JOB_KEYS = {"train", "test", "ood", "name"}
 
 
 def load_sweep(path: str | Path) -> dict[str, Any]:
-    import yaml
+    from ..yaml_files import read_mapping
 
-    try:
-        cfg = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"Cannot read sweep file {path}: {err}") from err
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{path} must hold a mapping with keys {sorted(KNOWN)}.")
+    cfg = read_mapping(path, "sweep file", "'methods: [lp, nmtune]'")
     unknown = sorted(set(cfg) - KNOWN)
     if unknown:
         raise ConfigError(f"Unknown keys {unknown} in sweep file {path}. Known keys: {sorted(KNOWN)}.")
