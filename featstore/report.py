@@ -111,7 +111,7 @@ def write_report(results: str | Path, out_dir: str | Path, metric: str = "accura
     df.to_csv(paths["csv"], index=False)
     paths["latex"].write_text(df.to_latex(index=False))
     bar_plot(df, paths["bars"], metric)
-    md = [f"# featstore report\n", f"From `{results}`: {len(records)} tune runs; {metric} "
+    md = ["# featstore report\n", f"From `{results}`: {len(records)} tune runs; {metric} "
           f"{'in % ' if metric not in ('sve', 'lsvr', 'mse') else ''}as mean ± std over seeds. "
           "ID = in-domain test split, OOD = other domains with the same labels.\n",
           markdown_table(df), ""]
