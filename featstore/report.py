@@ -101,6 +101,38 @@ def bar_plot(df: Any, path: Path, metric: str) -> Path:
     return path
 
 
+def spectrum_scatter(records: list[dict[str, Any]], path: Path) -> Path | None:
+    """SVE of the tuned features vs ID accuracy, and LSVR vs OOD accuracy (paper Fig. 3/5)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points: dict[str, list[tuple[str, float, float]]] = {"id": [], "ood": []}
+    for rec in records:
+        for run in rec["runs"]:
+            for name, sc in run["scores"].items():
+                if "sve" in sc and "accuracy" in sc:
+                    x = sc["sve"] if sc["kind"] == "id" else sc["lsvr"]
+                    points[sc["kind"]].append((rec["method"], x, 100 * sc["accuracy"]))
+    if not points["id"]:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    for ax, kind, xlabel in ((axes[0], "id", "SVE of tuned features (ID)"),
+                             (axes[1], "ood", "LSVR of tuned features (OOD)")):
+        for method in sorted({m for m, _, _ in points[kind]}):
+            xs = [x for m, x, _ in points[kind] if m == method]
+            ys = [y for m, _, y in points[kind] if m == method]
+            ax.scatter(xs, ys, label=method, s=25)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{kind.upper()} accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_report(results: str | Path, out_dir: str | Path, metric: str = "accuracy") -> dict[str, str]:
     records = read_results(results)
     df = results_table(records, metric)
@@ -111,6 +143,9 @@ def write_report(results: str | Path, out_dir: str | Path, metric: str = "accura
     df.to_csv(paths["csv"], index=False)
     paths["latex"].write_text(df.to_latex(index=False))
     bar_plot(df, paths["bars"], metric)
+    scatter = spectrum_scatter(records, out / "spectrum_vs_accuracy.png")
+    if scatter:
+        paths["spectrum_vs_accuracy"] = scatter
     md = ["# featstore report\n", f"From `{results}`: {len(records)} tune runs; {metric} "
           f"{'in % ' if metric not in ('sve', 'lsvr', 'mse') else ''}as mean ± std over seeds. "
           "ID = in-domain test split, OOD = other domains with the same labels.\n",
@@ -120,5 +155,7 @@ def write_report(results: str | Path, out_dir: str | Path, metric: str = "accura
             md += [f"## {extra.upper()} of the tuned features z (row-L2, on each evaluation set)\n",
                    markdown_table(results_table(records, extra)), ""]
     md += [f"![methods]({paths['bars'].name})", ""]
+    if scatter:
+        md += ["![SVE vs ID accuracy, LSVR vs OOD accuracy](spectrum_vs_accuracy.png)", ""]
     paths["markdown"].write_text("\n".join(md))
     return {k: str(v) for k, v in paths.items()}

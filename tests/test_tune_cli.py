@@ -101,6 +101,8 @@ def test_report_from_results(runner, stores, tmp_path):
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "ID avg" in md and "methods.png" in md
     assert (tmp_path / "rep" / "methods.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "rep" / "spectrum_vs_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    assert "SVE of the tuned features" in md
     assert "\\begin{tabular}" in (tmp_path / "rep" / "table.tex").read_text()
     assert len((tmp_path / "rep" / "table.csv").read_text().splitlines()) == 3
     res = runner.invoke(cli, ["report", str(tmp_path / "none.jsonl")])
