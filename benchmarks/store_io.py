@@ -100,9 +100,11 @@ def dtype_study(x32: np.ndarray, y: np.ndarray, splits: int) -> dict[str, Any]:
     x16 = x32.astype(np.float16)
     err = np.abs(x16.astype(np.float32) - x32)
     nz = x32 != 0
+    normal = np.abs(x32) >= np.finfo(np.float16).tiny  # float16's normal range
     out: dict[str, Any] = {
         "max_abs_diff": float(err.max()),
-        "max_rel_diff_nonzero": float((err[nz] / np.abs(x32[nz])).max()),
+        "max_rel_diff_float16_normal_range": float((err[normal] / np.abs(x32[normal])).max()),
+        "nonzeros_flushed_to_zero": float(((x16 == 0) & nz).sum() / max(int(nz.sum()), 1)),
         "value_range": [float(x32.min()), float(x32.max())],
         "zero_fraction": float((~nz).mean()),
         "float16_overflow": bool(np.isinf(x16).any()),
@@ -154,6 +156,11 @@ def featstore_write(path: Path, x: np.ndarray, codec: str, rows: int, ids: list[
     return {"create_s": t1 - t0, "chunks_s": t2 - t1, "complete_s": t3 - t2}
 
 
+def featstore_read(path: Path) -> np.ndarray:
+    with open_store(path) as fs:
+        return fs.load_features()
+
+
 def features_bytes(path: Path) -> int:
     if path.suffix == ".h5":
         with h5py.File(path, "r") as f:
@@ -193,12 +200,9 @@ def configs_for(x: np.ndarray, tmp: Path, rows: int, ids: list[str], codecs=CODE
         for codec in codecs:
             target = tmp / f"{codec}{suffix}"
 
-            def read(target=target):
-                with open_store(target) as fs:
-                    return fs.load_features()
-
-            cfg = Config(fmt, codec, None, read, target, [target, Path(str(target) + ".partial")])
+            cfg = Config(fmt, codec, None, None, target, [target, Path(str(target) + ".partial")])
             cfg.write = (lambda cfg=cfg: cfg.parts.append(featstore_write(cfg.target, x, cfg.codec, rows, ids)))
+            cfg.read = (lambda cfg=cfg: featstore_read(cfg.target))
             out.append(cfg)
     return out
 
@@ -288,7 +292,8 @@ def main() -> None:
     print(f"features {x32.shape}, {float((x32 == 0).mean()):.1%} exact zeros", flush=True)
     study = dtype_study(x32, y, args.probe_splits)
     print(f"float16 vs float32: max abs diff {study['max_abs_diff']:.2e}, max rel diff "
-          f"{study['max_rel_diff_nonzero']:.2e}; probe accuracy "
+          f"{study['max_rel_diff_float16_normal_range']:.2e} (|x| >= 6.1e-5), "
+          f"{study['nonzeros_flushed_to_zero']:.1e} of nonzeros flushed to 0; probe accuracy "
           + "; ".join(f"split {s['seed']}: {s['acc_float32']:.3f} vs {s['acc_float16']:.3f} "
                       f"({s['predictions_differing']} predictions differ)" for s in study["splits"]),
           flush=True)
