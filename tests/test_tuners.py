@@ -121,3 +121,92 @@ def test_fit_on_a_store_and_refuse_another_backbone(tmp_path):
         assert est.score(a) > 0.5
         with pytest.raises(DataError, match="another backbone"):
             est.predict(b)
+
+
+def _labelled_store(path, X, y, valid, chunk_rows=32):
+    """A complete store of X (float32) with labels y; rows where ``valid`` is False hold 0."""
+    from featstore.store import create_store, schema
+
+    n, d = len(X), X.shape[-1]
+    meta = {"schema_version": schema.SCHEMA_VERSION, "key": "s" * 24, "complete": False,
+            "n_samples": n, "n_features": d, "n_views": 1, "dtype": "float32",
+            "chunk_rows": chunk_rows, "backbone": {"id": "synthetic"},
+            "dataset": {"name": "t", "split": "train", "classes": None, "task": "classification"}}
+    st = create_store(path, metadata=meta, n_features=d, n_views=1, dtype="float32",
+                      chunk_rows=chunk_rows, sample_ids=[str(i) for i in range(n)],
+                      labels=y, codec="zstd")
+    for c in range(schema.n_chunks(n, chunk_rows)):
+        s, e = schema.chunk_bounds(c, n, chunk_rows)
+        st.write_chunk(c, np.where(valid[s:e, None], X[s:e], 0), valid[s:e])
+    st.mark_complete()
+    st.close()
+    return path
+
+
+def test_chunk_stream_visits_every_valid_row_once_per_epoch(tmp_path):
+    from featstore.store import open_store
+    from featstore.tuners.batches import ChunkStream
+
+    X, y = _data(n=250)
+    X[:, 0] = np.arange(250)  # a row's identity, to check coverage
+    valid = np.ones(250, bool)
+    valid[[7, 100, 249]] = False
+    path = _labelled_store(tmp_path / "s.zarr", X, y, valid)
+    with open_store(path) as fs:
+        targets = torch.from_numpy(y[valid])
+        stream = ChunkStream(fs, targets, batch_size=16, buffer_chunks=2)
+        gen = torch.Generator().manual_seed(0)
+        epoch1 = list(stream.epoch(gen, torch.device("cpu")))
+        epoch2 = list(stream.epoch(gen, torch.device("cpu")))
+    assert len(epoch1) == 247 // 16
+    rows = torch.cat([xb[:, 0] for xb, _ in epoch1]).long()
+    assert len(set(rows.tolist())) == len(rows) == 16 * (247 // 16)  # no row twice
+    assert not set(rows.tolist()) & {7, 100, 249}  # invalid rows never trained on
+    for xb, yb in epoch1:  # every row keeps its own label
+        np.testing.assert_array_equal(yb.numpy(), y[xb[:, 0].long().numpy()])
+    order1 = torch.cat([xb[:, 0] for xb, _ in epoch1])
+    order2 = torch.cat([xb[:, 0] for xb, _ in epoch2])
+    assert not torch.equal(order1, order2)  # reshuffled each epoch
+
+
+@pytest.mark.parametrize("make", TUNERS[:3], ids=IDS[:3])
+def test_streamed_training_never_loads_the_store(make, tmp_path, monkeypatch):
+    """A store larger than memory is trained on chunk by chunk: same quality as in memory,
+    deterministic for a seed, and ``load_features`` is never called."""
+    from featstore.store import open_store
+    from featstore.store._base import FeatureStore
+
+    X, y = _data(n=300)
+    Xt, yt = _data(seed=1)
+    valid = np.ones(300, bool)
+    valid[[3, 150]] = False
+    path = _labelled_store(tmp_path / "s.zarr", X, y, valid)
+
+    def refuse(self, **kw):
+        raise AssertionError("load_features called while streaming")
+
+    with open_store(path) as fs:
+        in_memory = make().set_params(stream="never").fit(fs)
+        assert not in_memory.streamed_
+    monkeypatch.setattr(FeatureStore, "load_features", refuse)
+    with open_store(path) as fs:
+        est = make().set_params(stream="always").fit(fs)
+        again = make().set_params(stream="always").fit(fs)
+        assert est.streamed_ and est.score(Xt, yt) > 0.8
+        assert abs(est.score(Xt, yt) - in_memory.score(Xt, yt)) < 0.05
+        np.testing.assert_array_equal(est.decision_function(Xt), again.decision_function(Xt))
+        # chunked inference on the store equals inference on its rows in memory
+        np.testing.assert_allclose(est.decision_function(fs), est.decision_function(X[valid]),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_stream_auto_follows_available_memory(tmp_path, monkeypatch):
+    from featstore.store import open_store
+    from featstore.tuners import batches
+
+    X, y = _data(n=100)
+    path = _labelled_store(tmp_path / "s.zarr", X, y, np.ones(100, bool))
+    with open_store(path) as fs:
+        assert not batches.should_stream(fs, "auto")
+        monkeypatch.setattr(batches, "available_memory", lambda: 2 * 100 * 12 * 4 - 8)
+        assert batches.should_stream(fs, "auto") and not batches.should_stream(fs, "never")

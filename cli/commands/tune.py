@@ -25,18 +25,22 @@ Examples:
 @click.option("--lr", type=float, default=None, help="Learning rate [LP 0.01, MLP/NMTune 0.001].")
 @click.option("--batch-size", type=int, default=None, help="Mini-batch size [default: 64].")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [default: auto].")
+@click.option("--stream", type=click.Choice(["auto", "always", "never"]), default=None,
+              help="Read features chunk by chunk instead of loading them [default: auto, "
+                   "streams stores larger than half the available memory].")
 @click.option("--results", default=None, help="Append one JSON line per call to this file.")
 @click.option("--save-heads", default=None, help="Folder to save each seed's head in (for eval/predict).")
 @json_option
 def tune(train: str, test: str, ood: tuple[str, ...], method: str, seeds: int, epochs: int | None,
-         lr: float | None, batch_size: int | None, device: str | None, results: str | None,
+         lr: float | None, batch_size: int | None, device: str | None, stream: str | None,
+         results: str | None,
          save_heads: str | None, as_json: bool) -> None:
     """Train a head (LP, MLP, NMTune, or logistic regression) on cached features over
     seeds, and evaluate it in-domain and out-of-domain. The backbone never runs."""
     from featstore.tuners.run import tune as run
 
     params = {k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size,
-                                "device": device}.items() if v is not None}
+                                "device": device, "stream": stream}.items() if v is not None}
     if method == "logreg" and params:
         from featstore.errors import ConfigError
 

@@ -113,6 +113,12 @@ def spectrum_of_array(x: np.ndarray, preprocessing: str = "l2") -> Spectrum:
     return summarize(singular_values(gram, n), n, x.shape[1], preprocessing)
 
 
+def spectrum_of_blocks(blocks: Iterable[np.ndarray], preprocessing: str = "l2") -> Spectrum:
+    """The spectrum of the rows of several (N_i, D) blocks stacked, in memory O(D²)."""
+    gram, n = gram_from_chunks(blocks, preprocessing)
+    return summarize(singular_values(gram, n), n, gram.shape[0], preprocessing)
+
+
 def spectrum_of_store(store: Any, preprocessing: str = "l2", valid_only: bool = True,
                       view: int = 0) -> Spectrum:
     """Stream a store's features chunk by chunk (memory O(D²))."""

@@ -60,15 +60,23 @@ class Options:
 INF = math.inf
 
 
+def _is_store(X: Any) -> bool:
+    return hasattr(X, "load_features") and hasattr(X, "metadata")
+
+
+def _store_backbone_key(store: Any) -> str:
+    from ..keys import backbone_key
+
+    return backbone_key(store.metadata)
+
+
 def as_arrays(X: Any, y: Any = None) -> tuple[np.ndarray, np.ndarray | None, str | None]:
     """Features (N, D) or (N, K, D) and labels from numpy, torch or a store."""
     key = None
-    if hasattr(X, "load_features") and hasattr(X, "metadata"):  # a FeatureStore
+    if _is_store(X):
         store = X
         valid = store.valid
-        from ..keys import backbone_key
-
-        key = backbone_key(store.metadata)
+        key = _store_backbone_key(store)
         if y is None:
             y = store.labels
             if y is None:
@@ -102,13 +110,15 @@ class BaseTuner:
         "batch_size": Interval(int, 2, INF, "left"),
         "schedule": Options("cosine", "linear", "constant"),
         "task": Options("auto", "classification", "regression"),
+        "stream": Options("auto", "always", "never"),
     }
 
     def __init__(self, *, lr: float = 1e-3, weight_decay: float = 1e-4, epochs: int = 30,
                  batch_size: int = 64, schedule: str = "cosine", task: str = "auto",
-                 device: str = "auto", random_state: int | None = 0):
+                 device: str = "auto", stream: str = "auto", random_state: int | None = 0):
         self.lr, self.weight_decay, self.epochs, self.batch_size = lr, weight_decay, epochs, batch_size
         self.schedule, self.task, self.device, self.random_state = schedule, task, device, random_state
+        self.stream = stream
 
     # -- scikit-learn plumbing -----------------------------------------------------------
     @classmethod
@@ -163,8 +173,25 @@ class BaseTuner:
 
     # -- fit / predict --------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> "BaseTuner":
+        """Fit on features (N, D) or (N, K, D) as numpy or torch with labels ``y``, or on
+        an open store (labels from the store). A store whose features do not fit in
+        memory is streamed chunk by chunk (``stream="auto"``)."""
+        from .batches import ChunkStream, in_memory_batches, should_stream
+
         self._validate_params()
-        X, y, key = as_arrays(X, y)
+        stream = _is_store(X) and should_stream(X, self.stream)
+        if stream:
+            store = X
+            key = _store_backbone_key(store)
+            if y is None:
+                if store.labels is None:
+                    raise DataError(f"{store.path} has no labels; pass y, or extract a labelled split.")
+                y = store.labels[store.valid]
+            y = np.asarray(y)
+            dim = store.n_features
+        else:
+            X, y, key = as_arrays(X, y)
+            dim = X.shape[-1]
         if y is None:
             raise DataError("fit needs labels: pass y, or a store with labels.")
         task = self.task
@@ -180,22 +207,36 @@ class BaseTuner:
         else:
             target = torch.from_numpy(y.astype(np.float32))
             n_out = 1
-        self.n_features_in_ = X.shape[-1]
+        self.n_features_in_ = dim
         self.backbone_key_ = key
         device = resolve_device(self.device)
         if self.random_state is not None:
             torch.manual_seed(self.random_state)
-        model = self._build(X.shape[-1], n_out).to(device)
-        self.history_ = self._train(model, torch.from_numpy(X), target, device)
+        model = self._build(dim, n_out).to(device)
+        if stream:
+            if len(y) != int(store.valid.sum()):
+                raise DataError(f"Expected {int(store.valid.sum())} labels (one per valid row of "
+                                f"{store.path}), got {len(y)}.")
+            n = int(store.valid.sum())
+            source = ChunkStream(store, target, min(self.batch_size, n))
+            epoch_batches = source.epoch
+        else:
+            Xd, yd = torch.from_numpy(X).to(device), target.to(device)
+            n = len(X)
+
+            def epoch_batches(gen, device):
+                return in_memory_batches(Xd, yd, min(self.batch_size, n), gen, device)
+        self.streamed_ = stream
+        self.history_ = self._train(model, n, epoch_batches, device)
         self.model_ = model.eval()
         return self
 
-    def _train(self, model: nn.Module, X: torch.Tensor, y: torch.Tensor, device: torch.device
+    def _train(self, model: nn.Module, n: int, epoch_batches: Any, device: torch.device
                ) -> list[dict[str, float]]:
         """AdamW + schedule; one shuffled pass per epoch; deterministic for a seed on CPU."""
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        n = len(X)
-        steps_per_epoch = max(1, n // self.batch_size)  # drop the last partial batch
+        # the last partial batch is dropped; fewer samples than batch_size make one batch
+        steps_per_epoch = n // min(self.batch_size, n)
         total = self.epochs * steps_per_epoch
         sched = {
             "cosine": lambda s: 0.5 * (1 + math.cos(math.pi * s / total)),
@@ -205,14 +246,10 @@ class BaseTuner:
         lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, sched)
         gen = torch.Generator().manual_seed(self.random_state if self.random_state is not None else 0)
         history = []
-        Xd, yd = X.to(device), y.to(device)
         for epoch in range(self.epochs):
             model.train()
-            order = torch.randperm(n, generator=gen).to(device)
             t0, total_loss = time.perf_counter(), 0.0
-            for s in range(steps_per_epoch):
-                idx = order[s * self.batch_size:(s + 1) * self.batch_size]
-                xb, yb = Xd[idx], yd[idx]
+            for xb, yb in epoch_batches(gen, device):
                 loss = self._batch_loss(model, xb, yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -234,30 +271,45 @@ class BaseTuner:
             return nn.functional.cross_entropy(out, yb) + extra
         return nn.functional.mse_loss(out.squeeze(-1), yb) + extra
 
-    def _forward_z(self, X: Any) -> torch.Tensor:
+    def _apply(self, X: Any, fn: Any) -> np.ndarray:
+        """``fn`` (tensor -> tensor) over the features of X, chunk by chunk for a store
+        that is streamed; returns numpy."""
+        from .batches import iter_store_rows, should_stream
+
         self._check_fitted()
-        X, _, key = as_arrays(X)
+        if _is_store(X) and should_stream(X, self.stream):
+            self._check_backbone(_store_backbone_key(X))
+            blocks = iter_store_rows(X)
+        else:
+            X, _, key = as_arrays(X)
+            self._check_backbone(key)
+            blocks = iter([X])
+        device = next(self.model_.parameters()).device
+        out = []
+        with torch.inference_mode():
+            for x in blocks:
+                if x.ndim == 3:
+                    x = x[:, 0]
+                if x.shape[1] != self.n_features_in_:
+                    raise DataError(f"Expected {self.n_features_in_} features, got {x.shape[1]}.")
+                out.append(fn(torch.from_numpy(np.ascontiguousarray(x)).to(device)).cpu().numpy())
+        return np.concatenate(out)
+
+    def _check_backbone(self, key: str | None) -> None:
         if key and self.backbone_key_ and key != self.backbone_key_:
             raise DataError("These features come from another backbone (weights, layer, pooling "
                             "or preprocessing) than the one this head was trained on; use a "
                             "store of the same backbone.")
-        if X.ndim == 3:
-            X = X[:, 0]
-        if X.shape[1] != self.n_features_in_:
-            raise DataError(f"Expected {self.n_features_in_} features, got {X.shape[1]}.")
-        device = next(self.model_.parameters()).device
-        with torch.inference_mode():
-            f = torch.from_numpy(X).to(device)
-            return self.model_.tuner(f) if hasattr(self.model_, "tuner") else f
+
+    def _z(self, f: torch.Tensor) -> torch.Tensor:
+        return self.model_.tuner(f) if hasattr(self.model_, "tuner") else f
 
     def transform(self, X: Any) -> np.ndarray:
         """The tuned features z (for LP: the input features)."""
-        return self._forward_z(X).cpu().numpy()
+        return self._apply(X, self._z)
 
     def decision_function(self, X: Any) -> np.ndarray:
-        z = self._forward_z(X)
-        with torch.inference_mode():
-            return self.model_.head(z).cpu().numpy()
+        return self._apply(X, lambda f: self.model_.head(self._z(f)))
 
     def predict_proba(self, X: Any) -> np.ndarray:
         if self.task_ != "classification":

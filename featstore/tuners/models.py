@@ -35,9 +35,10 @@ class LinearProbe(BaseTuner):
 
     def __init__(self, *, lr: float = 0.01, weight_decay: float = 1e-4, epochs: int = 30,
                  batch_size: int = 64, schedule: str = "cosine", task: str = "auto",
-                 device: str = "auto", random_state: int | None = 0):
+                 device: str = "auto", stream: str = "auto", random_state: int | None = 0):
         super().__init__(lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size,
-                         schedule=schedule, task=task, device=device, random_state=random_state)
+                         schedule=schedule, task=task, device=device, stream=stream,
+                         random_state=random_state)
 
     def _build(self, dim: int, n_out: int) -> nn.Module:
         return _Net(None, nn.Linear(dim, n_out))
@@ -61,9 +62,10 @@ class MLPTuner(BaseTuner):
                  batchnorm: bool = False, residual: bool = False, residual_init: float = 1.0,
                  lr: float = 1e-3, weight_decay: float = 1e-4, epochs: int = 30,
                  batch_size: int = 64, schedule: str = "cosine", task: str = "auto",
-                 device: str = "auto", random_state: int | None = 0):
+                 device: str = "auto", stream: str = "auto", random_state: int | None = 0):
         super().__init__(lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size,
-                         schedule=schedule, task=task, device=device, random_state=random_state)
+                         schedule=schedule, task=task, device=device, stream=stream,
+                         random_state=random_state)
         self.depth, self.hidden, self.activation = depth, hidden, activation
         self.batchnorm, self.residual, self.residual_init = batchnorm, residual, residual_init
 

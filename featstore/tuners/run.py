@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import keys
 from ..errors import ConfigError, DataError
-from ..analysis.spectrum import spectrum_of_array
+from ..analysis.spectrum import spectrum_of_blocks
 from ..store import open_store
 from .metrics import classification_metrics, regression_metrics
 
@@ -36,17 +36,46 @@ def make_tuner(method: str, dim: int, seed: int, params: dict[str, Any]) -> Any:
                       f"Got {method!r} instead.")
 
 
-def _load(path: str) -> dict[str, Any]:
+def _load(path: str, stream: str = "auto") -> dict[str, Any]:
+    """A labelled store's metadata and labels; its features too, unless they are to be
+    streamed (then ``X`` is None and the tuner reads the store chunk by chunk)."""
+    from .batches import should_stream
+
     with open_store(path) as fs:
         if fs.labels is None:
             raise DataError(f"{path} has no labels: tuning needs a labelled split.")
         valid = fs.valid
-        X = fs.load_features(dtype=np.float32)[valid]
+        if not valid.any():
+            raise DataError(f"{path} has no valid samples (n={fs.n_samples}); extract a "
+                            "non-empty split.")
+        streamed = should_stream(fs, stream)
+        X = None if streamed else fs.load_features(dtype=np.float32)[valid]
         meta = fs.metadata
         return {"path": str(fs.path), "key": fs.key, "X": X, "y": fs.labels[valid],
-                "classes": fs.classes, "task": fs.task,
+                "classes": fs.classes, "task": fs.task, "streamed": streamed,
                 "backbone": keys.backbone_key(meta), "backbone_id": meta["backbone"].get("id"),
                 "name": f"{meta['dataset']['name']}/{meta['dataset']['split']}"}
+
+
+def _with_features(s: dict[str, Any], fn: Any) -> Any:
+    """``fn(features)``: the array in memory, or the open store when streamed."""
+    if s["X"] is not None:
+        return fn(s["X"])
+    with open_store(s["path"]) as fs:
+        return fn(fs)
+
+
+def _z_spectrum(est: Any, s: dict[str, Any]) -> Any:
+    """SVE/LSVR of the tuned features z on a store (LP: the raw ones), row-L2."""
+    from .batches import iter_store_rows
+
+    def blocks(src: Any) -> Any:
+        rows = iter_store_rows(src) if s["X"] is None else [src]
+        for x in rows:
+            z = est.transform(x)
+            yield z[:, 0] if z.ndim == 3 else z
+
+    return _with_features(s, lambda src: spectrum_of_blocks(blocks(src), "l2"))
 
 
 def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int | list[int] = 3,
@@ -62,8 +91,9 @@ def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int | lis
         raise ConfigError("--save-heads applies to lp, mlp and nmtune heads, not logreg.")
     if method not in METHODS:
         make_tuner(method, 0, 0, {})
-    tr = _load(train)
-    evals = [("id", _load(test))] + [("ood", _load(p)) for p in ood]
+    stream = params.get("stream", "auto")
+    tr = _load(train, stream)
+    evals = [("id", _load(test, stream))] + [("ood", _load(p, stream)) for p in ood]
     for _, s in evals:
         if s["backbone"] != tr["backbone"]:
             raise DataError(f"{s['path']} was extracted with another backbone than {tr['path']} "
@@ -82,7 +112,8 @@ def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int | lis
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     for seed in seed_list:
         t0 = time.perf_counter()
-        est = make_tuner(method, tr["X"].shape[-1], seed, params).fit(tr["X"], tr["y"])
+        dim = tr["X"].shape[-1] if tr["X"] is not None else _with_features(tr, lambda fs: fs.n_features)
+        est = _with_features(tr, lambda X: make_tuner(method, dim, seed, params).fit(X, tr["y"]))
         fit_s = time.perf_counter() - t0
         est.backbone_key_ = tr["backbone"]  # fitted on arrays: remember which backbone
         if save_heads:
@@ -90,13 +121,10 @@ def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int | lis
         scores = {}
         for kind, s in evals:
             name = s["name"] if s["name"] not in scores else f"{s['name']} [{s['key'][:8]}]"
-            pred = est.predict(s["X"])
+            pred = _with_features(s, est.predict)
             m = (classification_metrics(s["y"], pred) if tr["task"] != "regression"
                  else regression_metrics(s["y"], pred))
-            z = est.transform(s["X"])
-            if z.ndim == 3:
-                z = z[:, 0]
-            sp = spectrum_of_array(z, "l2")  # of the tuned features z (LP: the raw ones)
+            sp = _z_spectrum(est, s)
             scores[name] = {"kind": kind, "key": s["key"], **m, "sve": sp.sve, "lsvr": sp.lsvr}
         runs.append({"seed": seed, "fit_seconds": round(fit_s, 3), "scores": scores,
                      "params": {k: v for k, v in est.get_params().items() if k != "random_state"}})

@@ -21,8 +21,37 @@ from ..errors import ConfigError
 from ..store import open_store
 from .run import METHODS, tune
 
-KNOWN = {"results", "jobs", "methods", "seeds", "grid", "params", "workers"}
+KNOWN = {"results", "jobs", "methods", "seeds", "grid", "params", "workers", "root"}
 JOB_KEYS = {"train", "test", "ood", "name"}
+SELECT_KEYS = {"backbone", "dataset", "split", "root"}
+
+
+def resolve_store(ref: Any, root: str | None, where: str) -> str:
+    """A store reference in a sweep file: a path or ``ROOT/KEY_PREFIX`` as on the command
+    line, or a mapping ``{dataset, split, backbone}`` naming exactly one complete feature
+    set in ``root`` (the sweep's, or the mapping's own)."""
+    from ..store.root import Root
+
+    if isinstance(ref, str):
+        return ref
+    if not isinstance(ref, dict) or "dataset" not in ref or set(ref) - SELECT_KEYS:
+        raise ConfigError(f"{where}: a store is a path, ROOT/KEY_PREFIX, or a mapping with keys "
+                          f"dataset, split, backbone (and optional root); got {ref!r}.")
+    where_root = ref.get("root") or root
+    if not where_root:
+        raise ConfigError(f"{where}: {ref!r} selects a store by name but the sweep has no 'root'.")
+    found = [e for e in Root(where_root) if e.complete
+             and e.summary()["dataset"] == ref["dataset"]
+             and (ref.get("split") is None or e.summary()["split"] == ref["split"])
+             and (ref.get("backbone") is None or e.summary()["backbone"] == ref["backbone"])]
+    if len(found) != 1:
+        listing = "; ".join(f"{e.key[:12]} {e.summary()['backbone']} {e.summary()['dataset']}/"
+                            f"{e.summary()['split']}" for e in found[:5])
+        raise ConfigError(f"{where}: {ref!r} matches {len(found)} complete feature sets in "
+                          f"{where_root}{': ' + listing if found else ''}; it must match exactly "
+                          f"one (add backbone or split, or give a key). `featstore ls "
+                          f"{where_root}` lists them.")
+    return str(found[0].path)
 
 
 def load_sweep(path: str | Path) -> dict[str, Any]:
@@ -52,8 +81,11 @@ def expand(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     common = cfg.get("params") or {}
     runs = []
-    for job in cfg["jobs"]:
-        stores = [job["train"], job["test"], *job.get("ood", [])]
+    for i, job in enumerate(cfg["jobs"]):
+        where = f"sweep job {i + 1}" + (f" ({job['name']})" if job.get("name") else "")
+        job = {**job, **{k: resolve_store(job[k], cfg.get("root"), where) for k in ("train", "test")},
+               "ood": [resolve_store(o, cfg.get("root"), where) for o in job.get("ood", [])]}
+        stores = [job["train"], job["test"], *job["ood"]]
         store_keys = []
         for s in stores:
             with open_store(s) as fs:
