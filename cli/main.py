@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("featstore_cli.commands.heads:eval_cmd", "Score a saved head on labelled stores."),
     "predict": ("featstore_cli.commands.heads:predict", "Predict with a saved head on a store."),
     "sweep": ("featstore_cli.commands.sweep:sweep", "Run a resumable grid of tuning runs in parallel."),
+    "noise": ("featstore_cli.commands.noise:noise", "Write a manifest copy with seeded label or caption noise."),
     "backbones": ("featstore_cli.commands.backbones:backbones", "List built-in backbones and spec schemes."),
     "datasets": ("featstore_cli.commands.datasets:datasets", "List or fetch built-in data sets."),
 }

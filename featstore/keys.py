@@ -59,3 +59,12 @@ def backbone_key(metadata: dict[str, Any]) -> str | None:
     weights, layer, pooling, preprocessing): equal for stores a head can be applied to."""
     inputs = (metadata.get("key_inputs") or {}).get("backbone")
     return content_key(inputs) if inputs else None
+
+
+def file_sha256(path: Any) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

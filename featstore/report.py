@@ -29,6 +29,18 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def noise_of(rec: dict[str, Any]) -> tuple[str, float] | None:
+    """(where, ratio) of the label noise behind a run: downstream training labels
+    (``tune --train-noise``) or the backbone's pre-training (its model card)."""
+    noise = rec.get("noise") or {}
+    if noise.get("train_noise"):
+        return "downstream", float(noise["train_noise"])
+    pre = noise.get("pretraining")
+    if isinstance(pre, dict) and pre.get("ratio") is not None:
+        return "pre-training", float(pre["ratio"])
+    return None
+
+
 def results_table(records: list[dict[str, Any]], metric: str = "accuracy") -> Any:
     """Methods as rows, evaluation sets as columns (mean ± std over seeds), ID/OOD averages."""
     try:
@@ -42,6 +54,9 @@ def results_table(records: list[dict[str, Any]], metric: str = "accuracy") -> An
     for rec in records:
         params = {k: v for k, v in (rec.get("params") or {}).items() if k != "device"}
         label = json.dumps(params, sort_keys=True) if params else ""
+        noise = noise_of(rec)
+        if noise:
+            label = f"[{noise[1]:.0%} {noise[0]} noise] {label}".strip()
         row = rows.setdefault((rec["method"], rec["train"]["name"], label), {})
         for run in rec["runs"]:
             for name, sc in run["scores"].items():
@@ -133,6 +148,52 @@ def spectrum_scatter(records: list[dict[str, Any]], path: Path) -> Path | None:
     return path
 
 
+def noise_plot(records: list[dict[str, Any]], path: Path, metric: str = "accuracy") -> Path | None:
+    """Mean ID and OOD accuracy against the noise ratio, one line per method (paper Fig. 2).
+    Drawn when the runs span at least two noise ratios (0 counts as one)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # (kind, method) -> ratio -> per-run means over that kind's evaluation sets
+    acc: dict[tuple[str, str], dict[float, list[float]]] = {}
+    wheres = set()
+    for rec in records:
+        noise = noise_of(rec)
+        ratio = noise[1] if noise else 0.0
+        if noise:
+            wheres.add(noise[0])
+        for run in rec["runs"]:
+            for kind in ("id", "ood"):
+                vals = [sc[metric] for sc in run["scores"].values() if sc["kind"] == kind and metric in sc]
+                if vals:
+                    acc.setdefault((kind, rec["method"]), {}).setdefault(ratio, []).append(
+                        100 * float(np.mean(vals)))
+    ratios = {r for series in acc.values() for r in series}
+    if len(ratios) < 2:
+        return None
+    kinds = [k for k in ("id", "ood") if any(key[0] == k for key in acc)]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), layout="constrained",
+                             squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        for (k, method), series in sorted(acc.items(), key=lambda kv: METHOD_ORDER.index(kv[0][1])
+                                          if kv[0][1] in METHOD_ORDER else 99):
+            if k != kind:
+                continue
+            xs = sorted(series)
+            means = [np.mean(series[x]) for x in xs]
+            stds = [np.std(series[x]) for x in xs]
+            ax.errorbar([100 * x for x in xs], means, yerr=stds, marker="o", capsize=3, label=method)
+        ax.set_xlabel(f"{' / '.join(sorted(wheres)) or ''} noise ratio (%)".strip())
+        ax.set_ylabel(f"{kind.upper()} {metric} (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_report(results: str | Path, out_dir: str | Path, metric: str = "accuracy") -> dict[str, str]:
     records = read_results(results)
     df = results_table(records, metric)
@@ -146,6 +207,9 @@ def write_report(results: str | Path, out_dir: str | Path, metric: str = "accura
     scatter = spectrum_scatter(records, out / "spectrum_vs_accuracy.png")
     if scatter:
         paths["spectrum_vs_accuracy"] = scatter
+    noise_png = noise_plot(records, out / "accuracy_vs_noise.png", metric if metric not in ("sve", "lsvr") else "accuracy")
+    if noise_png:
+        paths["accuracy_vs_noise"] = noise_png
     md = ["# featstore report\n", f"From `{results}`: {len(records)} tune runs; {metric} "
           f"{'in % ' if metric not in ('sve', 'lsvr', 'mse') else ''}as mean ± std over seeds. "
           "ID = in-domain test split, OOD = other domains with the same labels.\n",
@@ -157,5 +221,7 @@ def write_report(results: str | Path, out_dir: str | Path, metric: str = "accura
     md += [f"![methods]({paths['bars'].name})", ""]
     if scatter:
         md += ["![SVE vs ID accuracy, LSVR vs OOD accuracy](spectrum_vs_accuracy.png)", ""]
+    if noise_png:
+        md += ["![accuracy vs noise ratio](accuracy_vs_noise.png)", ""]
     paths["markdown"].write_text("\n".join(md))
     return {k: str(v) for k, v in paths.items()}

@@ -252,3 +252,30 @@ workers: 1
         res = runner.invoke(cli, ["sweep", str(cfg)])
         assert res.exit_code == 1 and message in res.output and "Traceback" not in res.output
     assert len(results.read_text().splitlines()) == 1
+
+
+def test_tune_train_noise_recorded_and_plotted(runner, stores, tmp_path):
+    """--train-noise corrupts exactly round(r·N) training labels per seed, is recorded
+    with the run, and the report draws accuracy against the noise ratio."""
+    results = tmp_path / "noise.jsonl"
+    for extra in ([], ["--train-noise", "0.4"], ["--train-noise", "0.4", "--noise-kind", "symmetric-all"]):
+        res = runner.invoke(cli, ["tune", "--train", stores["train"], "--test", stores["test"],
+                                  "--method", "lp", "--seeds", "2", "--epochs", "3", "--device", "cpu",
+                                  "--results", str(results), *extra])
+        assert res.exit_code == 0, res.output
+    recs = [json.loads(x) for x in results.read_text().splitlines()]
+    assert [r["noise"]["train_noise"] for r in recs] == [0, 0.4, 0.4]
+    assert [run["train_labels_noisy"] for run in recs[1]["runs"]] == [round(0.4 * 96)] * 2
+    assert all(run["train_labels_noisy"] <= round(0.4 * 96) for run in recs[2]["runs"])
+    assert "40% symmetric training-label noise" in res.output or "symmetric-all" in res.output
+    res = runner.invoke(cli, ["report", str(results), "--out", str(tmp_path / "rep"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "rep" / "accuracy_vs_noise.png").stat().st_size > 10_000
+    assert "40% downstream noise" in (tmp_path / "rep" / "report.md").read_text()
+    res = runner.invoke(cli, ["tune", "--train", stores["train"], "--test", stores["test"],
+                              "--method", "lp", "--noise-kind", "pairflip", "--results", str(results)])
+    assert res.exit_code == 1 and "--noise-kind needs --train-noise" in res.output
+    res = runner.invoke(cli, ["tune", "--train", stores["train"], "--test", stores["test"],
+                              "--method", "lp", "--train-noise", "1.0", "--results", str(results)])
+    assert res.exit_code == 1 and "must be a float in [0, 1)" in res.output
+    assert len(results.read_text().splitlines()) == 3

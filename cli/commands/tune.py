@@ -28,12 +28,16 @@ Examples:
 @click.option("--stream", type=click.Choice(["auto", "always", "never"]), default=None,
               help="Read features chunk by chunk instead of loading them [default: auto, "
                    "streams stores larger than half the available memory].")
+@click.option("--train-noise", type=float, default=None,
+              help="Corrupt this fraction of the training labels (seeded per run; test/OOD stay clean).")
+@click.option("--noise-kind", type=click.Choice(["symmetric", "symmetric-all", "pairflip"]),
+              default=None, help="Kind of --train-noise [default: symmetric].")
 @click.option("--results", default=None, help="Append one JSON line per call to this file.")
 @click.option("--save-heads", default=None, help="Folder to save each seed's head in (for eval/predict).")
 @json_option
 def tune(train: str, test: str, ood: tuple[str, ...], method: str, seeds: int, epochs: int | None,
          lr: float | None, batch_size: int | None, device: str | None, stream: str | None,
-         results: str | None,
+         train_noise: float | None, noise_kind: str | None, results: str | None,
          save_heads: str | None, as_json: bool) -> None:
     """Train a head (LP, MLP, NMTune, or logistic regression) on cached features over
     seeds, and evaluate it in-domain and out-of-domain. The backbone never runs."""
@@ -45,6 +49,12 @@ def tune(train: str, test: str, ood: tuple[str, ...], method: str, seeds: int, e
         from featstore.errors import ConfigError
 
         raise ConfigError(f"Options {sorted(params)} do not apply to --method logreg.")
+    if noise_kind and not train_noise:
+        from featstore.errors import ConfigError
+
+        raise ConfigError("--noise-kind needs --train-noise RATIO.")
+    params.update({k: v for k, v in {"train_noise": train_noise, "noise_kind": noise_kind}.items()
+                   if v is not None})
     rec = run(train, test, list(ood), method, seeds=seeds, params=params, results=results,
               save_heads=save_heads)
     if as_json:
@@ -59,7 +69,9 @@ def tune(train: str, test: str, ood: tuple[str, ...], method: str, seeds: int, e
         rows.append(row)
     cols = [("eval", "eval")] + [(m, m) for m in ("accuracy", "macro_f1", "mean_per_class_accuracy",
                                                   "mcc", "pearson", "spearman") if m in rows[0]]
-    click.echo(f"{method} on {rec['train']['name']}, {seeds} seeds (mean ± std, %):")
+    noisy = (f", {rec['noise']['train_noise']:.0%} {rec['noise']['kind']} training-label noise"
+             if rec["noise"]["train_noise"] else "")
+    click.echo(f"{method} on {rec['train']['name']}{noisy}, {seeds} seeds (mean ± std, %):")
     click.echo(table(rows, cols))
     if results:
         click.echo(f"appended to {results}")

@@ -54,7 +54,8 @@ def _load(path: str, stream: str = "auto") -> dict[str, Any]:
         return {"path": str(fs.path), "key": fs.key, "X": X, "y": fs.labels[valid],
                 "classes": fs.classes, "task": fs.task, "streamed": streamed,
                 "backbone": keys.backbone_key(meta), "backbone_id": meta["backbone"].get("id"),
-                "name": f"{meta['dataset']['name']}/{meta['dataset']['split']}"}
+                "name": f"{meta['dataset']['name']}/{meta['dataset']['split']}",
+                "pretraining_noise": (meta["backbone"].get("model_card") or {}).get("noise")}
 
 
 def _with_features(s: dict[str, Any], fn: Any) -> Any:
@@ -87,6 +88,16 @@ def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int | lis
     and ``.json``), for ``featstore eval``/``predict`` and spectra of tuned features.
     """
     params = dict(params or {})
+    # downstream label noise (paper B.5): on the training labels only, seeded per run
+    train_noise = float(params.pop("train_noise", 0) or 0)
+    noise_kind = params.pop("noise_kind", "symmetric")
+    if train_noise:
+        from ..noise import KINDS, check_ratio
+
+        check_ratio(train_noise)
+        if noise_kind not in KINDS:
+            raise ConfigError(f"The 'noise_kind' option must be one of {', '.join(KINDS)}. "
+                              f"Got {noise_kind!r} instead.")
     if save_heads and method == "logreg":
         raise ConfigError("--save-heads applies to lp, mlp and nmtune heads, not logreg.")
     if method not in METHODS:
@@ -112,8 +123,17 @@ def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int | lis
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     for seed in seed_list:
         t0 = time.perf_counter()
+        y_fit, n_noisy = tr["y"], 0
+        if train_noise:
+            if tr["task"] == "regression":
+                raise DataError("--train-noise flips class labels; this training store has "
+                                "regression targets.")
+            from ..noise import add_label_noise
+
+            y_fit, flipped = add_label_noise(tr["y"], train_noise, noise_kind, seed=seed)
+            n_noisy = int(flipped.sum())
         dim = tr["X"].shape[-1] if tr["X"] is not None else _with_features(tr, lambda fs: fs.n_features)
-        est = _with_features(tr, lambda X: make_tuner(method, dim, seed, params).fit(X, tr["y"]))
+        est = _with_features(tr, lambda X: make_tuner(method, dim, seed, params).fit(X, y_fit))
         fit_s = time.perf_counter() - t0
         est.backbone_key_ = tr["backbone"]  # fitted on arrays: remember which backbone
         if save_heads:
@@ -127,10 +147,13 @@ def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int | lis
             sp = _z_spectrum(est, s)
             scores[name] = {"kind": kind, "key": s["key"], **m, "sve": sp.sve, "lsvr": sp.lsvr}
         runs.append({"seed": seed, "fit_seconds": round(fit_s, 3), "scores": scores,
+                     "train_labels_noisy": n_noisy,
                      "params": {k: v for k, v in est.get_params().items() if k != "random_state"}})
     summary = _summarize(runs)
     record = {"method": method, "train": {"name": tr["name"], "key": tr["key"]},
-              "params": params, "seeds": seed_list, "runs": runs, "summary": summary,
+              "params": params, "seeds": seed_list,
+              "noise": {"train_noise": train_noise, "kind": noise_kind if train_noise else None,
+                        "pretraining": tr["pretraining_noise"]}, "runs": runs, "summary": summary,
               "n_train": int(len(tr["y"])), "n_eval": {s["name"]: int(len(s["y"])) for _, s in evals},
               "versions": keys.library_versions(), "created_at": keys.now_iso()}
     if results:

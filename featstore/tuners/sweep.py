@@ -96,7 +96,8 @@ def expand(cfg: dict[str, Any]) -> list[dict[str, Any]]:
             for values in itertools.product(*[grid[n] if isinstance(grid[n], list) else [grid[n]] for n in names]):
                 params = {**common, **dict(zip(names, values))}
                 if method == "logreg":
-                    params = {k: v for k, v in params.items() if k in ("Cs", "val_fraction", "max_iter")}
+                    params = {k: v for k, v in params.items()
+                              if k in ("Cs", "val_fraction", "max_iter", "train_noise", "noise_kind")}
                 for seed in seeds:
                     ident = keys.content_key({"stores": store_keys, "method": method,
                                               "params": params, "seed": seed})
