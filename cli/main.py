@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("featstore_cli.commands.heads:predict", "Predict with a saved head on a store."),
     "sweep": ("featstore_cli.commands.sweep:sweep", "Run a resumable grid of tuning runs in parallel."),
     "noise": ("featstore_cli.commands.noise:noise", "Write a manifest copy with seeded label or caption noise."),
+    "pretrain": ("featstore_cli.commands.pretrain:pretrain", "Pre-train a timm model on clean or noisy labels."),
     "backbones": ("featstore_cli.commands.backbones:backbones", "List built-in backbones and spec schemes."),
     "datasets": ("featstore_cli.commands.datasets:datasets", "List or fetch built-in data sets."),
 }

@@ -60,7 +60,13 @@ class TimmBackbone(Backbone):
         kwargs: dict[str, Any] = {}
         if pooling:
             kwargs["global_pool"] = pooling
+        self.model_card = None
         if weights is not None:
+            from ..pretrain.card import read_card_beside
+
+            self.model_card = read_card_beside(weights, f"timm:{name}")
+            if self.model_card:  # weights made by `featstore pretrain`: its head size
+                kwargs["num_classes"] = self.model_card["num_classes"]
             self.model = timm.create_model(name, pretrained=False, **kwargs)
             loaded = read_state_dict(weights)
             state, how = match_state_dict(self.model, loaded, str(weights))
@@ -87,6 +93,12 @@ class TimmBackbone(Backbone):
         self.weights_sha256 = state_dict_sha256(self.model.state_dict())
         self.weights_source = source
         cfg = timm.data.resolve_model_data_config(self.model)
+        if self.model_card:  # the preprocessing the weights were trained with
+            pre = self.model_card["preprocessing"]
+            size = int(pre["image_size"])
+            cfg.update(input_size=(cfg["input_size"][0], size, size), crop_pct=pre["crop_pct"],
+                       mean=tuple(pre["mean"]), std=tuple(pre["std"]),
+                       interpolation=pre["interpolation"])
         if image_size:
             cfg["input_size"] = (cfg["input_size"][0], int(image_size), int(image_size))
         self.data_config = cfg
@@ -106,6 +118,7 @@ class TimmBackbone(Backbone):
             "architecture": f"timm:{self.name}",
             "weights_sha256": self.weights_sha256,
             "weights_source": self.weights_source,
+            **({"model_card": self.model_card} if self.model_card else {}),
             "layer": "pre_logits",
             "pooling": self.pooling,
             "num_features": self.num_features,
