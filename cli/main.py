@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("featstore_cli.commands.sweep:sweep", "Run a resumable grid of tuning runs in parallel."),
     "noise": ("featstore_cli.commands.noise:noise", "Write a manifest copy with seeded label or caption noise."),
     "pretrain": ("featstore_cli.commands.pretrain:pretrain", "Pre-train a timm model on clean or noisy labels."),
+    "experiment": ("featstore_cli.commands.experiment:experiment", "Run a built-in experiment end to end (noisy-pretraining)."),
     "backbones": ("featstore_cli.commands.backbones:backbones", "List built-in backbones and spec schemes."),
     "datasets": ("featstore_cli.commands.datasets:datasets", "List or fetch built-in data sets."),
 }

@@ -49,7 +49,8 @@ def results_table(records: list[dict[str, Any]], metric: str = "accuracy") -> An
         raise MissingDependencyError("Reports need pandas: pip install 'featstore[tables]'.") from err
     # (method, train, params) -> eval set -> seed -> value; a later run of a seed replaces it
     rows: dict[tuple[str, str, str], dict[str, dict[int, float]]] = {}
-    kinds: dict[str, str] = {}
+    kinds: dict[str, str] = {}  # column -> the kind it first had (for column order)
+    kind_of: dict[tuple[tuple[str, str, str], str], str] = {}
     scale = 1 if metric in ("sve", "lsvr", "mse") else 100
     for rec in records:
         params = {k: v for k, v in (rec.get("params") or {}).items() if k != "device"}
@@ -57,12 +58,15 @@ def results_table(records: list[dict[str, Any]], metric: str = "accuracy") -> An
         noise = noise_of(rec)
         if noise:
             label = f"[{noise[1]:.0%} {noise[0]} noise] {label}".strip()
-        row = rows.setdefault((rec["method"], rec["train"]["name"], label), {})
+        rowkey = (rec["method"], rec["train"]["name"], label)
+        row = rows.setdefault(rowkey, {})
         for run in rec["runs"]:
             for name, sc in run["scores"].items():
                 if metric in sc:
                     row.setdefault(name, {})[run["seed"]] = scale * sc[metric]
-                    kinds[name] = sc["kind"]
+                    # a set is ID for the job trained on its domain, OOD for the others
+                    kind_of[(rowkey, name)] = sc["kind"]
+                    kinds.setdefault(name, sc["kind"])
     cols = sorted(kinds, key=lambda c: (kinds[c] != "id", c))
     out = []
     order = lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99  # noqa: E731
@@ -72,7 +76,8 @@ def results_table(records: list[dict[str, Any]], metric: str = "accuracy") -> An
             v = list(row.get(c, {}).values())
             line[c] = f"{np.mean(v):.2f} ± {np.std(v):.2f}" if v else ""
         for kind in ("id", "ood"):
-            means = [np.mean(list(row[c].values())) for c in cols if kinds[c] == kind and row.get(c)]
+            means = [np.mean(list(row[c].values())) for c in cols
+                     if row.get(c) and kind_of[((method, train, label), c)] == kind]
             line[f"{kind.upper()} avg"] = f"{np.mean(means):.2f}" if means else ""
         out.append(line)
     return pd.DataFrame(out)

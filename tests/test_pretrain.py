@@ -85,11 +85,11 @@ def test_resume_with_other_options_is_refused(pt_data, tmp_path):
     out = tmp_path / "w"
     assert _run_and_kill(pt_data, out, "1 0") == -signal.SIGKILL
     before = (out / "checkpoint.safetensors").read_bytes()
-    with pytest.raises(ConfigError, match="lr: 0.002 there vs 0.01 now.*--restart"):
-        pretrain(_cfg(pt_data, out, lr=0.01))
+    with pytest.raises(ConfigError, match="lr: 0.01 there vs 0.05 now.*--restart"):
+        pretrain(_cfg(pt_data, out, lr=0.05))
     assert (out / "checkpoint.safetensors").read_bytes() == before
-    pretrain(_cfg(pt_data, out, lr=0.01), restart=True)
-    assert json.loads((out / "model.json").read_text())["options"]["lr"] == 0.01
+    pretrain(_cfg(pt_data, out, lr=0.05), restart=True)
+    assert json.loads((out / "model.json").read_text())["options"]["lr"] == 0.05
 
 
 def test_model_card_reaches_the_feature_set(runner, pt_data, tmp_path):

