@@ -187,6 +187,13 @@ def test_saved_heads_eval_and_predict(runner, stores, tmp_path):
     assert res.exit_code == 1 and "another backbone" in res.output
     res = runner.invoke(cli, ["eval", "--head", str(heads / "nope"), stores["test"]])
     assert res.exit_code == 1 and "--save-heads" in res.output
+    # the spectrum of the tuned features z equals the one tune recorded for this head
+    res = runner.invoke(cli, ["spectrum", stores["test"], "--head", str(heads / "mlp-seed0"), "--json"])
+    assert res.exit_code == 0, res.output
+    [sp] = json.loads(res.output)
+    assert abs(sp["sve"] - next(iter(tuned_acc.values()))["sve"]) < 1e-6 and "→ z of" in sp["name"]
+    res = runner.invoke(cli, ["spectrum", stores["other_backbone"], "--head", str(heads / "mlp-seed0")])
+    assert res.exit_code == 1 and "another backbone" in res.output
 
 
 def test_sweep_runs_grid_and_resumes(runner, stores, tmp_path):

@@ -14,24 +14,49 @@ Examples:
 """
 
 
+def est_key(fs) -> str | None:
+    from featstore.keys import backbone_key
+
+    return backbone_key(fs.metadata)
+
+
 @click.command(epilog=EXAMPLES)
 @click.argument("stores", nargs=-1, required=True)
 @click.option("--preprocessing", type=click.Choice(["l2", "none", "center", "l2-rowmean"]),
               default="l2", show_default=True,
               help="Row L2 (default), none, column centring, or the authors' L2 then row-mean.")
+@click.option("--head", default=None,
+              help="A saved head (from `tune --save-heads`): analyse its tuned features z instead.")
 @click.option("--plot", "plot_path", default=None, help="Write a PNG of the spectra here.")
 @json_option
-def spectrum(stores: tuple[str, ...], preprocessing: str, plot_path: str | None, as_json: bool) -> None:
+def spectrum(stores: tuple[str, ...], preprocessing: str, head: str | None, plot_path: str | None,
+             as_json: bool) -> None:
     """Singular values of STORES' features (exact, streamed through a float64 Gram
-    matrix): SVE, LSVR, effective rank and top-k energy."""
-    from featstore.analysis.spectrum import spectrum_of_store
+    matrix): SVE, LSVR, effective rank and top-k energy. With --head, of the tuned
+    features z = head(f), computed chunk by chunk."""
+    from featstore.analysis.spectrum import spectrum_of_blocks, spectrum_of_store
     from featstore.store import open_store
 
+    est = None
+    if head:
+        from featstore.tuners.run import _load_head
+
+        est = _load_head(head)
+        if not hasattr(est, "model_"):
+            raise click.UsageError("--head takes an LP/MLP/NMTune head saved by `tune --save-heads`.")
     results = []
     for s in stores:
         with open_store(s) as fs:
-            sp = spectrum_of_store(fs, preprocessing)
+            if est is None:
+                sp = spectrum_of_store(fs, preprocessing)
+            else:
+                from featstore.tuners.batches import iter_store_rows
+
+                est._check_backbone(est_key(fs))  # refuse another backbone's store up front
+                sp = spectrum_of_blocks((est.transform(x) for x in iter_store_rows(fs)), preprocessing)
             name = f"{fs.metadata['backbone'].get('id')} {fs.metadata['dataset']['name']}/{fs.metadata['dataset']['split']}"
+            if est is not None:
+                name += f" → z of {head}"
         results.append((name, str(fs.path), sp))
     if plot_path:
         from featstore.analysis.plots import plot_spectra
