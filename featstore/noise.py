@@ -31,7 +31,13 @@ def check_ratio(ratio: Any) -> float:
 
 
 def _classes(labels: np.ndarray) -> np.ndarray:
+    """The distinct labels in class order: numerically when they are numbers, even as
+    strings from a CSV ("2" before "10"), otherwise sorted."""
     classes = np.unique(labels)
+    try:
+        classes = np.array(sorted(classes.tolist(), key=float), dtype=classes.dtype)
+    except (TypeError, ValueError):
+        pass
     if len(classes) < 2:
         raise DataError(f"Label noise needs at least 2 classes; the labels have {len(classes)} "
                         f"({classes.tolist()}).")

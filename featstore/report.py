@@ -57,7 +57,7 @@ def results_table(records: list[dict[str, Any]], metric: str = "accuracy") -> An
         label = json.dumps(params, sort_keys=True) if params else ""
         noise = noise_of(rec)
         if noise:
-            label = f"[{noise[1]:.0%} {noise[0]} noise] {label}".strip()
+            label = f"[{100 * noise[1]:g}% {noise[0]} noise] {label}".strip()
         rowkey = (rec["method"], rec["train"]["name"], label)
         row = rows.setdefault(rowkey, {})
         for run in rec["runs"]:

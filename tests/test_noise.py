@@ -127,3 +127,49 @@ def test_noise_cli_bad_input_writes_nothing(runner, tmp_path):
     out.write_text("keep me")
     res = runner.invoke(cli, ["noise", str(src), "--ratio", "0.2", "--out", str(out)])
     assert res.exit_code == 1 and "--force" in res.output and out.read_text() == "keep me"
+
+
+def test_noise_touches_only_the_train_split_and_keeps_image_paths(runner, tmp_path):
+    src = tmp_path / "data" / "all.csv"
+    src.parent.mkdir()
+    with open(src, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "label", "split"])
+        for i in range(60):
+            w.writerow([f"img/{i}.png", i % 3, "train" if i < 40 else "test"])
+    out = tmp_path / "elsewhere" / "noisy.csv"
+    res = runner.invoke(cli, ["noise", str(src), "--ratio", "0.5", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "20 of 40 'train' rows" in res.output
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert not any(r["is_noisy"] == "1" for r in rows if r["split"] == "test")
+    assert sum(r["is_noisy"] == "1" for r in rows) == 20
+    # relative paths still name the same files from the new folder
+    assert all((out.parent / r["image"]).resolve() == (src.parent / f"img/{i}.png").resolve()
+               for i, r in enumerate(rows))
+    res = runner.invoke(cli, ["noise", str(src), "--ratio", "0.5", "--split", "val",
+                              "--out", str(tmp_path / "x.csv")])
+    assert res.exit_code == 1 and "no rows with split 'val'" in res.output
+
+
+def test_options_that_do_not_apply_are_refused(runner, tmp_path):
+    src = _manifest(tmp_path / "t.csv", [i % 3 for i in range(30)])
+    for args, message in [(["--transition", "1:2"], "--transition applies to --kind pairflip"),
+                          (["--text-column", "caption"], "--text-column applies to --kind caption-swap")]:
+        res = runner.invoke(cli, ["noise", str(src), "--ratio", "0.2", "--out",
+                                  str(tmp_path / "o.csv"), *args])
+        assert res.exit_code == 1 and message in res.output
+    floats = tmp_path / "f.csv"
+    floats.write_text("text,label\n" + "".join(f"t{i},{i / 7:.3f}\n" for i in range(20)))
+    res = runner.invoke(cli, ["noise", str(floats), "--ratio", "0.2", "--out", str(tmp_path / "o.csv")])
+    assert res.exit_code == 1 and "regression targets" in res.output
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_pairflip_orders_numeric_string_labels_as_numbers():
+    y = np.array([str(i % 12) for i in range(240)], dtype=object)  # as read from a CSV
+    noisy, flipped = pairflip(y, 1 / 2, seed=0)
+    pairs = {(a, b) for a, b in zip(y[flipped], noisy[flipped])}
+    assert ("1", "2") in pairs and ("9", "10") in pairs and ("11", "0") in pairs
+    assert ("1", "10") not in pairs

@@ -141,3 +141,15 @@ def test_card_architecture_mismatch_in_python(pt_data, tmp_path):
     pretrain(_cfg(pt_data, tmp_path / "w", epochs=1))
     with pytest.raises(BackboneError, match="Use --backbone timm:test_resnet"):
         TimmBackbone("resnet10t", weights=tmp_path / "w" / "model.safetensors")
+    bb = TimmBackbone("test_resnet", weights=tmp_path / "w" / "model.safetensors")
+    assert bb.provenance()["model_card"]["noise"]["ratio"] == 0.2
+    # other weights beside this card: the card's provenance would be wrong
+    pretrain(_cfg(pt_data, tmp_path / "v", epochs=1, seed=1))
+    (tmp_path / "w" / "model.safetensors").write_bytes((tmp_path / "v" / "model.safetensors").read_bytes())
+    with pytest.raises(BackboneError, match="does not match its model card"):
+        TimmBackbone("test_resnet", weights=tmp_path / "w" / "model.safetensors")
+
+
+def test_empty_validation_split_refused(pt_data, tmp_path):
+    with pytest.raises(DataError, match="leaves 0 for the clean validation split"):
+        pretrain(_cfg(pt_data, tmp_path / "x", val_fraction=0.001))

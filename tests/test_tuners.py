@@ -208,5 +208,5 @@ def test_stream_auto_follows_available_memory(tmp_path, monkeypatch):
     path = _labelled_store(tmp_path / "s.zarr", X, y, np.ones(100, bool))
     with open_store(path) as fs:
         assert not batches.should_stream(fs, "auto")
-        monkeypatch.setattr(batches, "available_memory", lambda: 2 * 100 * 12 * 4 - 8)
+        monkeypatch.setattr(batches, "available_memory", lambda: 4 * 100 * 12 * 4 - 8)
         assert batches.should_stream(fs, "auto") and not batches.should_stream(fs, "never")

@@ -29,10 +29,13 @@ Examples:
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--text-column", default=None, help="Caption column for caption-swap [text/caption/...].")
 @click.option("--transition", default=None, help="pairflip classes SRC:DST,SRC:DST (default: c → c+1).")
+@click.option("--split", default="train", show_default=True,
+              help="With a 'split' column: corrupt only these rows (the others stay clean).")
 @click.option("--force", is_flag=True, help="Replace --out if it exists (never the input).")
 @json_option
 def noise(manifest: str, ratio: float, kind: str, seed: int, out: str, label_column: str,
-          text_column: str | None, transition: str | None, force: bool, as_json: bool) -> None:
+          text_column: str | None, transition: str | None, split: str, force: bool,
+          as_json: bool) -> None:
     """Write a copy of MANIFEST with seeded label (or caption) noise: the noisy value in
     the original column, the clean one in clean_<column>, and an is_noisy column."""
     from featstore.data.noisy_manifest import write_noisy_manifest
@@ -40,10 +43,11 @@ def noise(manifest: str, ratio: float, kind: str, seed: int, out: str, label_col
 
     rec = write_noisy_manifest(manifest, out, ratio=ratio, kind=kind, seed=seed,
                                label_column=label_column, text_column=text_column,
-                               transition=parse_transition(transition), force=force)
+                               transition=parse_transition(transition), split=split, force=force)
     if as_json:
         echo_json(rec)
         return
-    click.echo(f"{kind} noise, ratio {ratio}, seed {seed}: {rec['n_noisy']} of {rec['n']} "
+    where = f" {split!r} rows" if rec["split"] else ""
+    click.echo(f"{kind} noise, ratio {ratio}, seed {seed}: {rec['n_noisy']} of {rec['n_target']}{where} "
                f"{rec['column']!r} values changed ({rec['noisy_fraction']:.2%}) -> {out}")
     click.echo(f"provenance: {out}.noise.json")

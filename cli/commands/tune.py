@@ -27,7 +27,7 @@ Examples:
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [default: auto].")
 @click.option("--stream", type=click.Choice(["auto", "always", "never"]), default=None,
               help="Read features chunk by chunk instead of loading them [default: auto, "
-                   "streams stores larger than half the available memory].")
+                   "streams stores whose features exceed a quarter of the available memory].")
 @click.option("--train-noise", type=float, default=None,
               help="Corrupt this fraction of the training labels (seeded per run; test/OOD stay clean).")
 @click.option("--noise-kind", type=click.Choice(["symmetric", "symmetric-all", "pairflip"]),

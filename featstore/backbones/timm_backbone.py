@@ -91,6 +91,13 @@ class TimmBackbone(Backbone):
             source = f"random(seed={seed})"
         self.model.eval().requires_grad_(False)
         self.weights_sha256 = state_dict_sha256(self.model.state_dict())
+        if self.model_card and self.model_card.get("weights_sha256") not in (None, self.weights_sha256):
+            raise BackboneError(
+                f"{Path(str(weights)).name} does not match its model card "
+                f"{Path(str(weights)).with_suffix('.json').name} (the card describes weights "
+                f"with sha256 {self.model_card['weights_sha256'][:12]}…, these are "
+                f"{self.weights_sha256[:12]}…): the card's provenance would be wrong. Put the "
+                "card that came with these weights beside them, or remove it.")
         self.weights_source = source
         cfg = timm.data.resolve_model_data_config(self.model)
         if self.model_card:  # the preprocessing the weights were trained with

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 from .. import keys
 from ..errors import ConfigError, DataError
 from ..noise import ALL_KINDS, add_label_noise, caption_swap, check_ratio
-from .sources import MANIFEST_SUFFIXES, TEXT_COLUMNS, _read_rows
+from .sources import IMAGE_COLUMNS, MANIFEST_SUFFIXES, TEXT_COLUMNS, _read_rows
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -35,14 +36,25 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp.replace(path)  # never a half-written manifest under the final name
 
 
+def _float_strings(values: list[Any]) -> bool:
+    """CSV labels like "0.37": numbers that are not integers."""
+    try:
+        return any(not float(v).is_integer() for v in values if isinstance(v, str))
+    except ValueError:
+        return False  # class names
+
+
 def write_noisy_manifest(src: str | Path, out: str | Path, *, ratio: float,
                          kind: str = "symmetric", seed: int = 0,
                          label_column: str = "label", text_column: str | None = None,
-                         transition: dict[str, str] | None = None,
+                         transition: dict[str, str] | None = None, split: str = "train",
                          force: bool = False) -> dict[str, Any]:
     """Write ``out``: the rows of ``src`` with noisy labels (or captions), the clean value
     in ``clean_<column>`` and an ``is_noisy`` column; plus ``out.noise.json`` (provenance).
-    Returns that provenance record."""
+
+    A manifest with a ``split`` column gets noise in the rows of ``split`` only (test
+    rows stay clean). Relative image paths are rewritten for ``out``'s folder.
+    Returns the provenance record."""
     src, out = Path(src), Path(out)
     check_ratio(ratio)
     if kind not in ALL_KINDS:
@@ -55,40 +67,65 @@ def write_noisy_manifest(src: str | Path, out: str | Path, *, ratio: float,
     if out.resolve() == src.resolve():
         raise ConfigError(f"--out {out} is the input manifest; featstore noise never overwrites "
                           "its input. Give another path.")
+    if transition and kind != "pairflip":
+        raise ConfigError("--transition applies to --kind pairflip only.")
+    if text_column and kind != "caption-swap":
+        raise ConfigError("--text-column applies to --kind caption-swap only; label noise uses "
+                          "--label-column.")
     if out.exists() and not force:
         raise ConfigError(f"{out} exists; pass --force to replace it, or give another --out.")
     rows = _read_rows(src)
     if not rows:
         raise DataError(f"{src} has no rows.")
     columns = list(rows[0])
+    target = list(range(len(rows)))
+    if "split" in columns:
+        target = [i for i, r in enumerate(rows) if str(r.get("split")) == split]
+        if not target:
+            present = sorted({str(r.get("split")) for r in rows})
+            raise DataError(f"{src} has no rows with split {split!r}; its splits are {present}. "
+                            "Choose one with --split.")
     if kind == "caption-swap":
         column = text_column or next((c for c in TEXT_COLUMNS if c in columns), None)
         if column is None or column not in columns:
             raise DataError(f"{src} has no caption column ({text_column or ' / '.join(TEXT_COLUMNS)}); "
                             f"its columns are {columns}. Name it with --text-column.")
-        values = [r[column] for r in rows]
+        values = [rows[i][column] for i in target]
         noisy, changed = caption_swap(values, ratio, seed=seed)
     else:
         column = label_column
         if column not in columns:
             raise DataError(f"{src} has no label column {column!r}; its columns are {columns}. "
                             "Name it with --label-column.")
-        values = [r[column] for r in rows]
+        values = [rows[i][column] for i in target]
         if any(v is None or v == "" for v in values):
             raise DataError(f"{src}: some rows have no {column!r}; label noise needs every label.")
+        if any(isinstance(v, float) and not float(v).is_integer() for v in values) or \
+                _float_strings(values):
+            raise DataError(f"{src} column {column!r} holds regression targets (floats); label "
+                            "noise flips class labels.")
         noisy, changed = add_label_noise(np.asarray(values, dtype=object), ratio, kind,
                                          seed=seed, transition=transition)
     if f"clean_{column}" in columns or "is_noisy" in columns:
         raise DataError(f"{src} already has clean_{column}/is_noisy columns: it looks noisy "
                         "already. Start from the clean manifest.")
+    new = dict(zip(target, zip(noisy.tolist(), changed.tolist())))
+    images = [c for c in IMAGE_COLUMNS if c in columns]
     out_rows = []
-    for r, v, c in zip(rows, noisy.tolist(), changed.tolist()):
-        out_rows.append({**r, column: v, f"clean_{column}": r[column], "is_noisy": int(c)})
+    for i, r in enumerate(rows):
+        v, c = new.get(i, (r[column], False))
+        row = {**r, column: v, f"clean_{column}": r[column], "is_noisy": int(c)}
+        for col in images:  # keep relative image paths pointing at the same files
+            p = str(r[col])
+            if p and not os.path.isabs(p):
+                row[col] = os.path.relpath(src.parent.resolve() / p, out.parent.resolve())
+        out_rows.append(row)
     out.parent.mkdir(parents=True, exist_ok=True)
     _write_rows(out, out_rows)
     record = {"source": str(src), "source_sha256": keys.file_sha256(src),
               "out": str(out), "kind": kind, "ratio": ratio, "seed": seed, "column": column,
-              "transition": transition, "n": len(rows), "n_noisy": int(changed.sum()),
+              "transition": transition, "split": split if "split" in columns else None,
+              "n": len(rows), "n_target": len(target), "n_noisy": int(changed.sum()),
               "noisy_fraction": float(changed.mean()), "created_at": keys.now_iso(),
               "featstore": keys.library_versions().get("featstore")}
     Path(str(out) + ".noise.json").write_text(json.dumps(record, indent=2))

@@ -68,19 +68,27 @@ def run(exp: NoisyPretraining, echo: Callable[[str], None] | None = None) -> dic
     say = echo or (lambda s: None)
     for r in exp.ratios:
         check_ratio(r)
+    from ..errors import ConfigError
+
     root = Path(exp.root)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "experiment.json").write_text(json.dumps(asdict(exp), indent=2))
     stores: dict[float, dict[tuple[str, str], str]] = {}
     cards = {}
     for i, ratio in enumerate(exp.ratios):
-        out = root / "weights" / f"noise{round(100 * ratio):02d}"
-        say(f"[1/4] pretrain {exp.model} on {exp.pretrain_dataset}, {ratio:.0%} noise "
+        out = root / "weights" / f"noise{100 * ratio:g}"
+        say(f"[1/4] pretrain {exp.model} on {exp.pretrain_dataset}, {100 * ratio:g}% noise "
             f"({i + 1}/{len(exp.ratios)}) -> {out}")
-        cards[ratio] = pretrain(PretrainConfig(
-            model=exp.model, dataset=exp.pretrain_dataset, out=str(out), limit=exp.pretrain_limit,
-            noise=ratio, epochs=exp.pretrain_epochs, image_size=exp.image_size, device=exp.device),
-            echo=lambda s: say(f"      {s}"))
+        try:
+            cards[ratio] = pretrain(PretrainConfig(
+                model=exp.model, dataset=exp.pretrain_dataset, out=str(out),
+                limit=exp.pretrain_limit, noise=ratio, epochs=exp.pretrain_epochs,
+                image_size=exp.image_size, device=exp.device), echo=lambda s: say(f"      {s}"))
+        except ConfigError as err:
+            if "other options" not in str(err):
+                raise
+            raise ConfigError(f"{root} was made with other pre-training options ({err}). For "
+                              "the experiment: use another --root, or delete "
+                              f"{root / 'weights'} to pre-train again.") from err
         say(f"[2/4] extract {', '.join(exp.downstream)} (train, test) with those weights")
         results = extract(ExtractConfig(
             backbones=[exp.model], datasets=list(exp.downstream), splits=["train", "test"],
@@ -88,6 +96,7 @@ def run(exp: NoisyPretraining, echo: Callable[[str], None] | None = None) -> dic
             device=exp.device, limit=exp.downstream_limit, progress=False))
         stores[ratio] = {(r.dataset, r.split): r.path for r in results}
 
+    (root / "experiment.json").write_text(json.dumps(asdict(exp), indent=2))
     jobs = []
     for ratio, by in stores.items():
         for ds in exp.downstream:
@@ -129,11 +138,11 @@ def run(exp: NoisyPretraining, echo: Callable[[str], None] | None = None) -> dic
 def _append_markdown(md: Path, pre: list[dict[str, Any]], spectra: list[dict[str, Any]]) -> None:
     lines = ["", "## Pre-training", "", "| noise | wrong training labels | clean val accuracy |",
              "|---|---|---|"]
-    lines += [f"| {p['noise']:.0%} | {p['n_noisy']} / {p['n_train']} | {100 * p['clean_val_accuracy']:.2f} |"
+    lines += [f"| {100 * p['noise']:g}% | {p['n_noisy']} / {p['n_train']} | {100 * p['clean_val_accuracy']:.2f} |"
               for p in pre]
     lines += ["", "## Raw feature spectra (row-L2)", "", "| noise | data set | split | SVE | LSVR |",
               "|---|---|---|---|---|"]
-    lines += [f"| {s['noise']:.0%} | {s['dataset']} | {s['split']} | {s['sve']:.3f} | {s['lsvr']:.3f} |"
+    lines += [f"| {100 * s['noise']:g}% | {s['dataset']} | {s['split']} | {s['sve']:.3f} | {s['lsvr']:.3f} |"
               for s in spectra]
     lines += ["", "![SVE and LSVR vs noise](spectrum_vs_noise.png)", ""]
     md.write_text(md.read_text() + "\n".join(lines))

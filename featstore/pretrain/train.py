@@ -109,6 +109,10 @@ def _load_images(cfg: PretrainConfig, mean: tuple, std: tuple) -> dict[str, Any]
         x[i] = np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
     parts = stratified_split(y, cfg.val_fraction, cfg.seed)
     train_idx, val_idx = parts["train"], parts["test"]
+    if len(val_idx) == 0 or len(train_idx) < 2:
+        raise DataError(f"--val-fraction {cfg.val_fraction} of {len(y)} samples leaves "
+                        f"{len(val_idx)} for the clean validation split and {len(train_idx)} "
+                        "for training; use more samples or a larger --val-fraction.")
     return {"x": torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), "y": y,
             "train": np.sort(train_idx), "val": np.sort(val_idx),
             "classes": samples.classes or [str(c) for c in np.unique(y).tolist()],

@@ -28,7 +28,10 @@ def available_memory() -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name (macOS)
+        return 1 << 62  # unknown: load in memory; --stream always forces streaming
 
 
 def features_nbytes(store: Any) -> int:
@@ -38,12 +41,13 @@ def features_nbytes(store: Any) -> int:
 
 def should_stream(store: Any, mode: str) -> bool:
     """Stream from ``store`` when ``mode`` is "always", or "auto" and its float32 features
-    would take more than half of the available memory."""
+    would take more than a quarter of the available memory (loading holds the stored
+    array, a float32 copy and the valid rows at once)."""
     if mode == "always":
         return True
     if mode == "never":
         return False
-    return features_nbytes(store) > available_memory() // 2
+    return features_nbytes(store) > available_memory() // 4
 
 
 def in_memory_batches(X: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator,

@@ -147,7 +147,7 @@ def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int | lis
             sp = _z_spectrum(est, s)
             scores[name] = {"kind": kind, "key": s["key"], **m, "sve": sp.sve, "lsvr": sp.lsvr}
         runs.append({"seed": seed, "fit_seconds": round(fit_s, 3), "scores": scores,
-                     "train_labels_noisy": n_noisy,
+                     "train_labels_noisy": n_noisy, "streamed": bool(getattr(est, "streamed_", False)),
                      "params": {k: v for k, v in est.get_params().items() if k != "random_state"}})
     summary = _summarize(runs)
     record = {"method": method, "train": {"name": tr["name"], "key": tr["key"]},
