@@ -153,3 +153,19 @@ def test_card_architecture_mismatch_in_python(pt_data, tmp_path):
 def test_empty_validation_split_refused(pt_data, tmp_path):
     with pytest.raises(DataError, match="leaves 0 for the clean validation split"):
         pretrain(_cfg(pt_data, tmp_path / "x", val_fraction=0.001))
+
+
+def test_pretrain_cli_bad_input(runner, pt_data, tmp_path):
+    base = ["pretrain", "--dataset", str(pt_data), "--image-size", "16", "--epochs", "1",
+            "--batch-size", "16", "--device", "cpu"]
+    res = runner.invoke(cli, base + ["--noise", "1.0", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 1 and "must be a float in [0, 1)" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "a").exists()
+    res = runner.invoke(cli, base + ["--out", str(tmp_path / "b"), "--json"])
+    assert res.exit_code == 0, res.output
+    card = json.loads(res.output)
+    assert card["format"] == "featstore-model-card/1" and card["epochs"] == 1
+    before = (tmp_path / "b" / "model.safetensors").read_bytes()
+    res = runner.invoke(cli, base + ["--out", str(tmp_path / "b"), "--lr", "0.05"])
+    assert res.exit_code == 1 and "other options (lr: 0.01 there vs 0.05 now)" in res.output
+    assert (tmp_path / "b" / "model.safetensors").read_bytes() == before
