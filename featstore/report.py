@@ -51,6 +51,7 @@ def results_table(records: list[dict[str, Any]], metric: str = "accuracy") -> An
     rows: dict[tuple[str, str, str], dict[str, dict[int, float]]] = {}
     kinds: dict[str, str] = {}  # column -> the kind it first had (for column order)
     kind_of: dict[tuple[tuple[str, str, str], str], str] = {}
+    ratio_of: dict[tuple[str, str, str], float] = {}  # rows in order of noise ratio
     scale = 1 if metric in ("sve", "lsvr", "mse") else 100
     for rec in records:
         params = {k: v for k, v in (rec.get("params") or {}).items() if k != "device"}
@@ -59,6 +60,7 @@ def results_table(records: list[dict[str, Any]], metric: str = "accuracy") -> An
         if noise:
             label = f"[{100 * noise[1]:g}% {noise[0]} noise] {label}".strip()
         rowkey = (rec["method"], rec["train"]["name"], label)
+        ratio_of[rowkey] = noise[1] if noise else 0.0
         row = rows.setdefault(rowkey, {})
         for run in rec["runs"]:
             for name, sc in run["scores"].items():
@@ -70,7 +72,8 @@ def results_table(records: list[dict[str, Any]], metric: str = "accuracy") -> An
     cols = sorted(kinds, key=lambda c: (kinds[c] != "id", c))
     out = []
     order = lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99  # noqa: E731
-    for (method, train, label), row in sorted(rows.items(), key=lambda kv: (kv[0][1], order(kv[0][0]), kv[0][2])):
+    for (method, train, label), row in sorted(rows.items(), key=lambda kv: (kv[0][1], order(kv[0][0]),
+                                                                     ratio_of[kv[0]], kv[0][2])):
         line: dict[str, Any] = {"train": train, "method": f"{method} {label}".strip()}
         for c in cols:
             v = list(row.get(c, {}).values())
@@ -154,15 +157,17 @@ def spectrum_scatter(records: list[dict[str, Any]], path: Path) -> Path | None:
 
 
 def noise_plot(records: list[dict[str, Any]], path: Path, metric: str = "accuracy") -> Path | None:
-    """Mean ID and OOD accuracy against the noise ratio, one line per method (paper Fig. 2).
+    """Mean ID and OOD accuracy against the noise ratio, one line per method (paper Fig. 2
+    and 5): the accuracy averaged over training sets (jobs), mean ± std over seeds.
     Drawn when the runs span at least two noise ratios (0 counts as one)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # (kind, method) -> ratio -> per-run means over that kind's evaluation sets
-    acc: dict[tuple[str, str], dict[float, list[float]]] = {}
+    # (kind, method) -> ratio -> seed -> one value per job (mean over its sets of that kind);
+    # the plotted mean ± std is over seeds of the job-averaged accuracy
+    per: dict[tuple[str, str], dict[float, dict[int, list[float]]]] = {}
     wheres = set()
     for rec in records:
         noise = noise_of(rec)
@@ -173,8 +178,10 @@ def noise_plot(records: list[dict[str, Any]], path: Path, metric: str = "accurac
             for kind in ("id", "ood"):
                 vals = [sc[metric] for sc in run["scores"].values() if sc["kind"] == kind and metric in sc]
                 if vals:
-                    acc.setdefault((kind, rec["method"]), {}).setdefault(ratio, []).append(
-                        100 * float(np.mean(vals)))
+                    per.setdefault((kind, rec["method"]), {}).setdefault(ratio, {}).setdefault(
+                        run["seed"], []).append(100 * float(np.mean(vals)))
+    acc = {key: {r: [float(np.mean(v)) for v in seeds.values()] for r, seeds in series.items()}
+           for key, series in per.items()}
     ratios = {r for series in acc.values() for r in series}
     if len(ratios) < 2:
         return None
