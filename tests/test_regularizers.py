@@ -62,3 +62,21 @@ def test_float32_close_to_float64():
                                rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(covariance_loss(z), covariance_loss(z.double()).float(),
                                rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("b, d, k", [(16, 40, 1), (32, 32, 3), (40, 12, 2)])
+def test_shared_gram_equals_the_separate_terms(b, d, k):
+    """NMTune's fused path (one Gram matrix) gives the public functions' values and
+    gradients."""
+    from featstore.tuners.regularizers import covariance_and_singular_value_loss
+
+    torch.manual_seed(b + d)
+    z0 = torch.randn(b, d, dtype=torch.float64) + 0.3
+    za, zb = z0.clone().requires_grad_(True), z0.clone().requires_grad_(True)
+    cov, svd = covariance_and_singular_value_loss(za, k)
+    (cov + 2 * svd).backward()
+    ref_cov, ref_svd = covariance_loss(zb), singular_value_loss(zb, k)
+    (ref_cov + 2 * ref_svd).backward()
+    torch.testing.assert_close(cov, ref_cov, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(svd, ref_svd, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(za.grad, zb.grad, rtol=1e-5, atol=1e-7)

@@ -9,7 +9,8 @@ from torch import nn
 
 from .base import INF, BaseTuner, Interval, Options
 from .heads import ACTIVATIONS, TunerMLP
-from .regularizers import consistency_loss, covariance_loss, singular_value_loss
+from .regularizers import (consistency_loss, covariance_and_singular_value_loss, covariance_loss,
+                           singular_value_loss)
 
 
 class _Net(nn.Module):
@@ -136,6 +137,9 @@ class NMTune(MLPTuner):
             sup = self._supervised(model, z, yb)
             mse = consistency_loss(z, f)
         loss = sup + self.lambda_mse * mse
+        if self.lambda_cov and self.lambda_svd:  # one shared Gram matrix for both terms
+            cov, svd = covariance_and_singular_value_loss(z, self.svd_top_k)
+            return loss + self.lambda_cov * cov + self.lambda_svd * svd
         if self.lambda_cov:
             loss = loss + self.lambda_cov * covariance_loss(z)
         if self.lambda_svd:

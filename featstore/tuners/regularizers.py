@@ -46,3 +46,29 @@ def singular_value_loss(z: torch.Tensor, k: int = 1) -> torch.Tensor:
         raise ValueError(f"k must be >= 1, got {k}.")
     sigma = singular_values(z)
     return -(sigma[:k] / sigma.sum()).mean()
+
+
+def covariance_and_singular_value_loss(z: torch.Tensor, k: int = 1
+                                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(covariance_loss(z), singular_value_loss(z, k))`` from one Gram matrix.
+
+    When B ≤ D both terms come from G = ZZᵀ (B×B): the singular values from its
+    eigenvalues, and the centred Gram Z_cZ_cᵀ = HGH (H = I − 11ᵀ/B) by double centring
+    in O(B²), so the batch is multiplied by itself once instead of twice.
+    """
+    b, d = z.shape
+    if b < 2:
+        raise ValueError("covariance_loss needs a batch of at least 2 samples.")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}.")
+    if b > d:  # the D×D route is already the small one: nothing to share
+        return covariance_loss(z), singular_value_loss(z, k)
+    g = z @ z.T
+    sigma = torch.linalg.eigvalsh(g).flip(-1).clamp(min=EIG_EPS).sqrt()
+    svd = -(sigma[:k] / sigma.sum()).mean()
+    rows = g.mean(dim=1, keepdim=True)
+    gc = g - rows - rows.T + g.mean()                     # HGH
+    total = gc.pow(2).sum() / (b - 1) ** 2
+    zc = z - z.mean(dim=0, keepdim=True)
+    diag = (zc.pow(2).sum(dim=0) / (b - 1)).pow(2).sum()
+    return (total - diag) / d, svd
