@@ -109,10 +109,14 @@ def bar_plot(df: Any, path: Path, metric: str) -> Path:
     cols = [c for c in df.columns if c not in ("train", "method") and not c.endswith("avg")]
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cols) + 3), 4.2), layout="constrained")
     width = 0.8 / max(1, len(df))
+    n = len(df)  # one distinct colour per row (tab10 would repeat after 10)
+    colors = (plt.get_cmap("tab10")(np.arange(n)) if n <= 10 else
+              plt.get_cmap("tab20")(np.arange(n)) if n <= 20 else
+              plt.get_cmap("turbo")(np.linspace(0.05, 0.95, n)))
     for i, (_, row) in enumerate(df.iterrows()):
         means = [float(row[c].split(" ± ")[0]) if row[c] else np.nan for c in cols]
         stds = [float(row[c].split(" ± ")[1]) if row[c] else 0 for c in cols]
-        ax.bar(np.arange(len(cols)) + i * width, means, width, yerr=stds, capsize=2,
+        ax.bar(np.arange(len(cols)) + i * width, means, width, yerr=stds, capsize=2, color=colors[i],
                label=_short(f"{row['method']} ({row['train']})", 60, keep="start"))
     ax.set_xticks(np.arange(len(cols)) + width * (len(df) - 1) / 2)
     ax.set_xticklabels([_short(c, 28) for c in cols], rotation=15, ha="right", fontsize=8)
