@@ -44,14 +44,21 @@ def _classes(labels: np.ndarray) -> np.ndarray:
     return classes
 
 
-def symmetric(labels: Sequence[Any], ratio: float, *, seed: int = 0,
-              classes: Sequence[Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exactly ``round(ratio·N)`` labels replaced by a uniformly drawn *other* class."""
+def _draw(labels: Sequence[Any], ratio: float, seed: int, classes: Sequence[Any] | None
+          ) -> tuple[np.ndarray, np.ndarray, np.random.Generator, np.ndarray]:
+    """Labels, classes, the seeded generator, and the ``round(ratio·N)`` chosen samples."""
     y = np.asarray(labels)
     ratio = check_ratio(ratio)
     cls = np.asarray(classes) if classes is not None else _classes(y)
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(y), size=round(ratio * len(y)), replace=False)
+    return y, cls, rng, chosen
+
+
+def symmetric(labels: Sequence[Any], ratio: float, *, seed: int = 0,
+              classes: Sequence[Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exactly ``round(ratio·N)`` labels replaced by a uniformly drawn *other* class."""
+    y, cls, rng, chosen = _draw(labels, ratio, seed, classes)
     index = {c: i for i, c in enumerate(cls.tolist())}
     as_list = y.tolist()  # plain Python values: ints, floats or strings
     noisy = y.copy()
@@ -65,11 +72,7 @@ def symmetric(labels: Sequence[Any], ratio: float, *, seed: int = 0,
 def symmetric_all(labels: Sequence[Any], ratio: float, *, seed: int = 0,
                   classes: Sequence[Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``round(ratio·N)`` labels re-drawn from all classes (the authors' variant)."""
-    y = np.asarray(labels)
-    ratio = check_ratio(ratio)
-    cls = np.asarray(classes) if classes is not None else _classes(y)
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(y), size=round(ratio * len(y)), replace=False)
+    y, cls, rng, chosen = _draw(labels, ratio, seed, classes)
     noisy = y.copy()
     noisy[chosen] = cls[rng.integers(len(cls), size=len(chosen))]
     return noisy, noisy != y

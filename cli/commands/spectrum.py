@@ -14,12 +14,6 @@ Examples:
 """
 
 
-def est_key(fs) -> str | None:
-    from featstore.keys import backbone_key
-
-    return backbone_key(fs.metadata)
-
-
 @click.command(epilog=EXAMPLES)
 @click.argument("stores", nargs=-1, required=True)
 @click.option("--preprocessing", type=click.Choice(["l2", "none", "center", "l2-rowmean"]),
@@ -39,9 +33,9 @@ def spectrum(stores: tuple[str, ...], preprocessing: str, head: str | None, plot
 
     est = None
     if head:
-        from featstore.tuners.run import _load_head
+        from featstore.tuners.run import load_head
 
-        est = _load_head(head)
+        est = load_head(head)
         if not hasattr(est, "model_"):
             raise click.UsageError("--head takes an LP/MLP/NMTune head saved by `tune --save-heads`.")
     results = []
@@ -50,9 +44,10 @@ def spectrum(stores: tuple[str, ...], preprocessing: str, head: str | None, plot
             if est is None:
                 sp = spectrum_of_store(fs, preprocessing)
             else:
+                from featstore.keys import backbone_key
                 from featstore.tuners.batches import iter_store_rows
 
-                est._check_backbone(est_key(fs))  # refuse another backbone's store up front
+                est._check_backbone(backbone_key(fs.metadata))  # refuse another backbone up front
                 sp = spectrum_of_blocks((est.transform(x) for x in iter_store_rows(fs)), preprocessing)
             name = f"{fs.metadata['backbone'].get('id')} {fs.metadata['dataset']['name']}/{fs.metadata['dataset']['split']}"
             if est is not None:

@@ -52,7 +52,7 @@ def _load(path: str, stream: str = "auto") -> dict[str, Any]:
         X = None if streamed else fs.load_features(dtype=np.float32)[valid]
         meta = fs.metadata
         return {"path": str(fs.path), "key": fs.key, "X": X, "y": fs.labels[valid],
-                "classes": fs.classes, "task": fs.task, "streamed": streamed,
+                "classes": fs.classes, "task": fs.task, "streamed": streamed, "dim": fs.n_features,
                 "backbone": keys.backbone_key(meta), "backbone_id": meta["backbone"].get("id"),
                 "name": f"{meta['dataset']['name']}/{meta['dataset']['split']}",
                 "pretraining_noise": (meta["backbone"].get("model_card") or {}).get("noise")}
@@ -132,8 +132,7 @@ def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int | lis
 
             y_fit, flipped = add_label_noise(tr["y"], train_noise, noise_kind, seed=seed)
             n_noisy = int(flipped.sum())
-        dim = tr["X"].shape[-1] if tr["X"] is not None else _with_features(tr, lambda fs: fs.n_features)
-        est = _with_features(tr, lambda X: make_tuner(method, dim, seed, params).fit(X, y_fit))
+        est = _with_features(tr, lambda X: make_tuner(method, tr["dim"], seed, params).fit(X, y_fit))
         fit_s = time.perf_counter() - t0
         est.backbone_key_ = tr["backbone"]  # fitted on arrays: remember which backbone
         if save_heads:
@@ -177,7 +176,7 @@ def _summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, floa
 
 def evaluate(head: str, stores: list[str]) -> list[dict[str, Any]]:
     """Metrics of a saved head on labelled stores of the same backbone."""
-    est = _load_head(head)
+    est = load_head(head)
     out = []
     for path in stores:
         with open_store(path) as fs:
@@ -195,7 +194,7 @@ def evaluate(head: str, stores: list[str]) -> list[dict[str, Any]]:
 
 def predict(head: str, store: str) -> tuple[list[str], np.ndarray, np.ndarray | None]:
     """Sample ids, predictions and (for classifiers) probabilities of a saved head."""
-    est = _load_head(head)
+    est = load_head(head)
     with open_store(store) as fs:
         ids = fs.sample_ids[fs.valid].tolist()
         pred = est.predict(fs)
@@ -203,7 +202,7 @@ def predict(head: str, store: str) -> tuple[list[str], np.ndarray, np.ndarray | 
     return ids, pred, proba
 
 
-def _load_head(head: str) -> Any:
+def load_head(head: str) -> Any:
     from .base import BaseTuner
 
     p = Path(head)
