@@ -26,6 +26,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "noise": ("featstore_cli.commands.noise:noise", "Write a manifest copy with seeded label or caption noise."),
     "pretrain": ("featstore_cli.commands.pretrain:pretrain", "Pre-train a timm model on clean or noisy labels."),
     "experiment": ("featstore_cli.commands.experiment:experiment", "Run a built-in experiment end to end (noisy-pretraining)."),
+    "copy": ("featstore_cli.commands.copy:copy", "Copy feature sets between roots (local, shared, s3://...)."),
+    "pack": ("featstore_cli.commands.copy:pack", "Pack feature sets into one zip file."),
+    "unpack": ("featstore_cli.commands.copy:unpack", "Unpack a zip made by `featstore pack` into a root."),
+    "serve": ("featstore_cli.commands.service:serve", "Run the extraction service (HTTP, job queue, workers)."),
+    "submit": ("featstore_cli.commands.service:submit", "Send an extraction job to a featstore service."),
+    "jobs": ("featstore_cli.commands.service:jobs", "Show a featstore service's queue, progress and logs."),
     "backbones": ("featstore_cli.commands.backbones:backbones", "List built-in backbones and spec schemes."),
     "datasets": ("featstore_cli.commands.datasets:datasets", "List or fetch built-in data sets."),
 }
@@ -57,10 +63,26 @@ class LazyGroup(click.Group):
         except FeatstoreError as err:
             click.secho(f"Error: {err}", err=True, fg="red")
             ctx.exit(err.exit_code if err.exit_code else 1)
+        except Exception as err:
+            # Remote storage (credentials, permissions, buckets) explained without a traceback.
+            from featstore.store.location import explain_storage_error
+
+            message = explain_storage_error(err) or _explain_botocore(err)
+            if message is None:
+                raise
+            click.secho(f"Error: {message}", err=True, fg="red")
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("\nInterrupted. Committed chunks are kept: rerun the same command to "
                        "resume.", err=True)
             ctx.exit(130)
+
+
+def _explain_botocore(err: BaseException) -> str | None:
+    from featstore.store.location import explain_storage_error
+
+    cause = err.__cause__ or err.__context__
+    return explain_storage_error(cause) if cause is not None else None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -56,6 +56,10 @@ Examples:
 @click.option("--id-column", default=None, help="Manifest column holding sample ids.")
 @click.option("--strict", is_flag=True, default=None, help="Fail on the first unreadable sample.")
 @click.option("--force", is_flag=True, default=None, help="Re-extract even if the key is cached.")
+@click.option("--lease-seconds", type=float, default=None,
+              help="How long a writer's claim on a key lasts without renewal; another "
+                   "writer of the same key waits, and takes over after this if the first "
+                   "died [default: 60].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
 def extract(config_file: str | None, as_json: bool, no_progress: bool, random_weights: bool,
@@ -64,7 +68,9 @@ def extract(config_file: str | None, as_json: bool, no_progress: bool, random_we
     """Run each backbone once over data set splits and store the features in a root.
 
     A feature set already in the root (same content key) is a cache hit and returns at
-    once; an interrupted one resumes from its last committed chunk.
+    once; an interrupted one resumes from its last committed chunk. ROOT may be a
+    folder, a shared file system or a URL (s3://bucket/features); two processes
+    extracting one key compute it once (the second waits and reuses it).
     """
     from featstore.errors import ConfigError
     from featstore.extract import ExtractConfig, extract as run

@@ -8,20 +8,18 @@ from ..options import echo_json, human_bytes, json_option, table
 
 
 @click.command(epilog="\b\nExamples:\n  featstore ls features\n  featstore ls features --backbone lite0 --json")
-@click.argument("root", type=click.Path(file_okay=False), default="features")
+@click.argument("root", default="features")
 @click.option("--backbone", help="Only feature sets whose backbone id contains this.")
 @click.option("--dataset", help="Only feature sets whose data set name contains this.")
 @click.option("--prefix", help="Only keys starting with this.")
 @json_option
 def ls(root: str, backbone: str | None, dataset: str | None, prefix: str | None,
        as_json: bool) -> None:
-    """List the feature sets in ROOT (default: ./features)."""
-    from pathlib import Path
-
+    """List the feature sets in ROOT (default: ./features): a folder or a URL (s3://...)."""
     from featstore.errors import StoreNotFoundError
-    from featstore.store import Root
+    from featstore.store import Root, location
 
-    if not Path(root).is_dir():
+    if not location.as_path(root).is_dir():
         raise StoreNotFoundError(f"Root {root} does not exist. Create one with `featstore extract --root {root} ...`.")
     rows = [e.summary() for e in Root(root).entries(backbone=backbone, dataset=dataset, prefix=prefix)]
     if as_json:

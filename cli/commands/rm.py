@@ -11,10 +11,7 @@ import click
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def rm(target: str, incomplete: bool, yes: bool) -> None:
     """Remove a feature set (ROOT/KEY_PREFIX or a store path), or a root's incomplete sets."""
-    import shutil
-    from pathlib import Path
-
-    from featstore.store import Root
+    from featstore.store import Root, location
     from featstore.store.root import resolve_store_path
 
     if incomplete:
@@ -29,6 +26,5 @@ def rm(target: str, incomplete: bool, yes: bool) -> None:
     if not yes:
         click.confirm(f"Remove {len(victims)} feature set(s)?", abort=True)
     for v in victims:
-        p = Path(v)
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
+        location.remove(v)
     click.echo(f"Removed {len(victims)}.")

@@ -36,6 +36,7 @@ class ExtractConfig:
     force: bool = False                       # re-extract even when the key is cached
     progress: bool = True                     # progress bar on a terminal
     dataset_options: dict[str, Any] = field(default_factory=dict)  # column names etc.
+    lease_seconds: float = 60.0               # a writer's lease on a key; renewed while it runs
 
     def __post_init__(self) -> None:
         if isinstance(self.backbones, str):
@@ -67,6 +68,9 @@ class ExtractConfig:
             raise bad("num_workers", "an int in [0, inf)", self.num_workers)
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise bad("limit", "an int in [1, inf)", self.limit)
+        if isinstance(self.lease_seconds, bool) or not isinstance(self.lease_seconds, (int, float)) \
+                or self.lease_seconds <= 0:
+            raise bad("lease_seconds", "a number of seconds in (0, inf)", self.lease_seconds)
         if self.augment not in ("none", "train"):
             raise bad("augment", "'none' or 'train'", self.augment)
         if self.views > 1 and self.augment == "none":

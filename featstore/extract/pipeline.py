@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -19,8 +17,9 @@ from ..data._base import SampleSet
 from ..devices import resolve_device
 from ..errors import (ConfigError, DimensionMismatchError, SampleLoadError, StoreCorruptError,
                       StoreIncompleteError)
-from ..store import FeatureStore, Root, create_store, open_store, schema
+from ..store import FeatureStore, Root, create_store, location, open_store, schema
 from ..store._hdf5 import PARTIAL
+from ..store.lease import Lease
 from . import loader
 from .config import ExtractConfig
 from .writer import ChunkWriter
@@ -48,6 +47,7 @@ class ExtractResult:
     invalid: list[dict[str, str]] = field(default_factory=list)  # first failed samples
     seconds: float = 0.0
     samples_per_second: float | None = None
+    waited_seconds: float = 0.0       # time spent waiting for another writer of this key
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,10 +118,10 @@ def _metadata(key: str, inputs: dict[str, Any], backbone: Backbone, samples: Sam
     }
 
 
-def _open_for_resume(path: Path, key: str) -> FeatureStore | None:
+def _open_for_resume(path: Any, key: str) -> FeatureStore | None:
     """The incomplete store at ``path`` to continue, or None to start afresh."""
-    partial = Path(str(path) + PARTIAL)
-    target = partial if path.suffix == ".h5" else path
+    partial = location.with_suffix_added(path, PARTIAL)
+    target = partial if path.name.endswith(".h5") else path
     if not target.exists():
         return None
     try:
@@ -136,11 +136,45 @@ def _open_for_resume(path: Path, key: str) -> FeatureStore | None:
     return store
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
+def _remove(path: Any) -> None:
+    location.remove(path)
+
+
+def _cached(path: Any, base: dict[str, Any], t0: float) -> ExtractResult | None:
+    """The result of a cache hit on a complete store at ``path``, or None."""
+    if not path.exists():
+        return None
+    try:
+        with open_store(path) as done:
+            return ExtractResult(**base, shape=list(done.shape), cached=True,
+                                 n_invalid=int((~done.valid).sum()),
+                                 seconds=time.perf_counter() - t0)
+    except (StoreIncompleteError, StoreCorruptError):
+        return None  # resume it, or start again if it cannot be read
+
+
+def _acquire(lease: Lease, path: Any, base: dict[str, Any], t0: float) -> ExtractResult | None:
+    """Hold ``lease``; while another live writer holds it, wait for it to finish.
+
+    Returns the cached result if the other writer completed the set meanwhile, None
+    once this process holds the lease (a dead writer's lease is taken over when it
+    expires, and the extraction resumes from its committed chunks).
+    """
+    poll = min(2.0, lease.seconds / 4)
+    told = None
+    while not lease.acquire():
+        holder = lease.holder()
+        if holder is not None and holder.generation != told:
+            log.warning("%s %s/%s (key %s) is being extracted by %s; waiting for it "
+                        "(its result is reused).", base["backbone"], base["dataset"],
+                        base["split"], base["key"], holder.describe())
+            told = holder.generation
+        time.sleep(poll)
+        hit = _cached(path, base, t0)
+        if hit is not None:
+            hit.waited_seconds = round(time.perf_counter() - t0, 3)
+            return hit
+    return None
 
 
 def extract_one(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
@@ -160,19 +194,39 @@ def extract_one(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
     path = root.path_for(key, cfg.format)
     base = dict(key=key, path=str(path), backbone=backbone.id, dataset=samples.name,
                 split=samples.split)
+    if not cfg.force:
+        hit = _cached(path, base, t0)
+        if hit is not None:
+            log.info("cache hit: %s %s/%s is %s", backbone.id, samples.name, samples.split, path)
+            return hit
+    location.makedirs(root.path)
+    # One writer per key, across processes and machines sharing the root.
+    lease = Lease(root.path, key, seconds=cfg.lease_seconds)
+    waited = _acquire(lease, path, base, t0)
+    if waited is not None and not cfg.force:
+        return waited
+    try:
+        result = _extract_locked(backbone, samples, cfg, device, lease, path, key, inputs,
+                                 base, t0)
+    except BaseException:
+        lease.release()
+        raise
+    lease.release(remove=True)
+    return result
+
+
+def _extract_locked(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
+                    device: torch.device, lease: Lease, path: Any, key: str,
+                    inputs: dict[str, Any], base: dict[str, Any], t0: float) -> ExtractResult:
+    """Extract (or resume) one feature set while holding its lease."""
     if cfg.force:
         _remove(path)
-        _remove(Path(str(path) + PARTIAL))
-    elif path.exists():
-        try:
-            with open_store(path) as done:
-                log.info("cache hit: %s %s/%s is %s", backbone.id, samples.name, samples.split, path)
-                return ExtractResult(**base, shape=list(done.shape), cached=True,
-                                     n_invalid=int((~done.valid).sum()),
-                                     seconds=time.perf_counter() - t0)
-        except (StoreIncompleteError, StoreCorruptError):
-            pass  # resume below, or start again if it cannot be read
-    root.path.mkdir(parents=True, exist_ok=True)
+        _remove(location.with_suffix_added(path, PARTIAL))
+    else:
+        hit = _cached(path, base, t0)  # finished by another writer just before we got the lease
+        if hit is not None:
+            return hit
+    lease.start_heartbeat()
     store = _open_for_resume(path, key)
     if store is None:
         n_features = getattr(backbone, "num_features", None) or _probe_dim(backbone, samples)
@@ -187,7 +241,8 @@ def extract_one(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
         if done:
             log.info("resuming %s: %d of %d chunks already committed", store.path, len(done),
                      store.n_chunks)
-        run = _run_chunks(backbone, samples, store, todo, cfg, device)
+        run = _run_chunks(backbone, samples, store, todo, cfg, device, check=lease.check)
+        lease.check()
         invalid_total = int((~store.valid).sum())
         seconds = time.perf_counter() - t0
         store.mark_complete(extraction={
@@ -207,7 +262,8 @@ def _probe_dim(backbone: Backbone, samples: SampleSet) -> int:
 
 
 def _run_chunks(backbone: Backbone, samples: SampleSet, store: FeatureStore, todo: list[int],
-                cfg: ExtractConfig, device: torch.device) -> dict[str, Any]:
+                cfg: ExtractConfig, device: torch.device,
+                check: Callable[[], None] | None = None) -> dict[str, Any]:
     """The loop: decode (workers) → forward (here) → write whole chunks (writer thread)."""
     from tqdm.auto import tqdm
 
@@ -222,7 +278,7 @@ def _run_chunks(backbone: Backbone, samples: SampleSet, store: FeatureStore, tod
     buffers: dict[int, _ChunkBuffer] = {}
     invalid: list[dict[str, str]] = []
     total = sum(len(b) for b in batches)
-    writer = ChunkWriter(store)
+    writer = ChunkWriter(store, check=check)
     t0 = time.perf_counter()
     bar = tqdm(total=total, unit="sample", desc=f"{backbone.id} {samples.name}/{samples.split}",
                disable=None if cfg.progress else True, dynamic_ncols=True, leave=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -20,8 +20,10 @@ class ChunkWriter:
     :meth:`put` or by :meth:`close`.
     """
 
-    def __init__(self, store: FeatureStore, depth: int = 2):
+    def __init__(self, store: FeatureStore, depth: int = 2,
+                 check: Callable[[], None] | None = None):
         self.store = store
+        self._check = check  # raises if this writer may no longer write (lease lost)
         self.written = 0
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
@@ -36,6 +38,8 @@ class ChunkWriter:
             if self._error is not None:
                 continue  # drain after a failure
             try:
+                if self._check is not None:
+                    self._check()
                 self.store.write_chunk(*item)
                 self.written += 1
             except BaseException as err:

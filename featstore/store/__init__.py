@@ -14,16 +14,20 @@ from ..errors import ConfigError, StoreIncompleteError, StoreNotFoundError
 from ._base import FeatureStore, Mode, VerifyReport
 from ._hdf5 import PARTIAL, HDF5Store
 from ._zarr import ZarrStore
+from .location import as_path
 from .root import Root, resolve_store_path
 
-__all__ = ["FeatureStore", "VerifyReport", "Root", "open_store", "create_store", "backend_for"]
+from . import location  # noqa: E402  (featstore.store.location: local paths and URLs)
+
+__all__ = ["FeatureStore", "VerifyReport", "Root", "open_store", "create_store", "backend_for",
+           "location"]
 
 _MODES = ("r", "r+", "a", "w", "w-")
 
 
 def backend_for(path: str | Path) -> type[FeatureStore]:
     """The backend class a path names: ``.h5``/``.hdf5`` is HDF5, anything else Zarr."""
-    name = Path(path).name
+    name = as_path(path).name
     if name.endswith(PARTIAL):
         name = name[: -len(PARTIAL)]
     return HDF5Store if name.endswith((".h5", ".hdf5")) else ZarrStore
@@ -68,7 +72,7 @@ def open_store(path: str | Path, mode: Mode = "r", *, allow_incomplete: bool = F
 
 def create_store(path: str | Path, **kwargs: Any) -> FeatureStore:
     """Create an empty, incomplete feature set sized for all its rows (used by extract)."""
-    path = Path(path)
+    path = as_path(path)
     backend = backend_for(path)
     if backend is HDF5Store and not path.name.endswith(PARTIAL):
         path = path.with_name(path.name + PARTIAL)

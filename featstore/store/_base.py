@@ -14,6 +14,7 @@ import errno
 
 from ..errors import DiskFullError, ReadOnlyStoreError, StoreIncompleteError
 from . import schema
+from .location import as_path
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class FeatureStore(abc.ABC):
     suffix: str = ""
 
     def __init__(self, path: Path, mode: Mode):
-        self.path = Path(path)
+        self.path = as_path(path)
         self.mode = mode
         self.metadata: dict[str, Any] = {}
 

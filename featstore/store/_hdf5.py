@@ -16,12 +16,19 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import StoreCorruptError, StoreNotFoundError
+from ..errors import ConfigError, StoreCorruptError, StoreNotFoundError
 from . import schema
 from ._base import FeatureStore, Mode, translate_os_error
 from .codecs import hdf5_options
+from .location import as_path, is_remote
 
 PARTIAL = ".partial"
+
+_REMOTE_WRITE = (
+    "{path}: HDF5 stores are written on a local or shared file system only (HDF5 needs a "
+    "file it can seek and rewrite). Use --format zarr for a remote root, or extract to a "
+    "local root and `featstore copy` the finished set there."
+)
 
 
 class HDF5Store(FeatureStore):
@@ -40,13 +47,17 @@ class HDF5Store(FeatureStore):
 
     @classmethod
     def open(cls, path: Path, mode: Mode = "r") -> "HDF5Store":
-        path = Path(path)
+        path = as_path(path)
         if not path.exists():
             raise StoreNotFoundError(
                 f"No HDF5 feature set at {path}. List what a root holds with `featstore ls ROOT`."
             )
+        if is_remote(path) and mode != "r":
+            raise ConfigError(_REMOTE_WRITE.format(path=path))
         try:
-            f = h5py.File(path, "r" if mode == "r" else "r+")
+            # A remote file is read through a file object: only the blocks read are fetched.
+            f = h5py.File(path.open("rb") if is_remote(path) else path,
+                          "r" if mode == "r" else "r+")
         except OSError as err:
             raise StoreCorruptError(
                 f"{path} cannot be opened as HDF5 ({err}). If an extraction was killed while "
@@ -59,6 +70,8 @@ class HDF5Store(FeatureStore):
                dtype: str, chunk_rows: int, sample_ids: list[str], labels: np.ndarray | None,
                codec: str) -> "HDF5Store":
         n = len(sample_ids)
+        if is_remote(as_path(path)):
+            raise ConfigError(_REMOTE_WRITE.format(path=path))
         try:
             f = h5py.File(path, "w")
             shape, chunks, dims = schema.features_layout(n, n_features, n_views, chunk_rows)

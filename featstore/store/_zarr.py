@@ -11,7 +11,20 @@ import zarr
 from ..errors import StoreCorruptError, StoreNotFoundError
 from . import schema
 from ._base import FeatureStore, Mode, translate_os_error
+from .location import as_path, is_remote
 from .codecs import zarr_compressors
+
+
+def zarr_location(path: Any, *, read_only: bool) -> Any:
+    """What zarr opens: a local folder name, or an fsspec store for a URL (lazy reads:
+    only the chunks indexed are fetched)."""
+    path = as_path(path)
+    if not is_remote(path):
+        return str(path)
+    from zarr.storage import FsspecStore
+
+    return FsspecStore.from_url(str(path), storage_options=dict(path.storage_options),
+                                read_only=read_only)
 
 
 class ZarrStore(FeatureStore):
@@ -26,12 +39,13 @@ class ZarrStore(FeatureStore):
 
     @classmethod
     def open(cls, path: Path, mode: Mode = "r") -> "ZarrStore":
-        if not (Path(path) / "zarr.json").exists():
+        if not (as_path(path) / "zarr.json").exists():
             raise StoreNotFoundError(
                 f"No Zarr feature set at {path}. List what a root holds with `featstore ls ROOT`."
             )
         try:
-            group = zarr.open_group(str(path), mode="r" if mode == "r" else "r+")
+            group = zarr.open_group(zarr_location(path, read_only=mode == "r"),
+                                    mode="r" if mode == "r" else "r+")
         except (ValueError, KeyError, OSError) as err:
             raise StoreCorruptError(f"{path} cannot be opened as a Zarr group: {err}") from err
         return cls(path, mode, group)
@@ -42,7 +56,7 @@ class ZarrStore(FeatureStore):
                codec: str) -> "ZarrStore":
         n = len(sample_ids)
         try:
-            group = zarr.open_group(str(path), mode="w")
+            group = zarr.open_group(zarr_location(path, read_only=False), mode="w")
             shape, chunks, dims = schema.features_layout(n, n_features, n_views, chunk_rows)
             # Sized up front; chunks are filled in whole by write_chunk, never appended.
             group.create_array(schema.FEATURES, shape=shape, chunks=chunks, dtype=dtype,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ConfigError, FeatstoreError, StoreNotFoundError
+from . import location
+from .location import AnyPath, as_path
 
 SUFFIXES = (".zarr", ".h5", ".h5.partial")
 
@@ -18,7 +19,7 @@ class Entry:
     """One feature set found in a root, read from its metadata without opening arrays."""
 
     key: str
-    path: Path
+    path: AnyPath
     format: str
     complete: bool
     metadata: dict[str, Any]
@@ -45,32 +46,29 @@ def _split_name(name: str) -> tuple[str, str] | None:
     return None
 
 
-def _du(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
+def _read_meta(path: AnyPath, suffix: str) -> dict[str, Any]:
     from . import schema
 
-    if path.is_dir():
-        with open(path / "zarr.json") as f:
-            return (json.load(f).get("attributes") or {}).get(schema.META_ATTR) or {}
+    if suffix == ".zarr":
+        text = (path / "zarr.json").read_text()
+        return (json.loads(text).get("attributes") or {}).get(schema.META_ATTR) or {}
     import h5py
 
-    with h5py.File(path, "r") as f:
+    with path.open("rb") as raw_file, h5py.File(raw_file, "r") as f:
         raw = f.attrs.get(schema.META_ATTR)
         return json.loads(raw) if raw is not None else {}
 
 
 class Root:
-    """A folder of feature sets: ``ROOT/<key>.zarr`` or ``ROOT/<key>.h5``."""
+    """A folder of feature sets: ``ROOT/<key>.zarr`` or ``ROOT/<key>.h5``.
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    ``path`` is a local or shared folder, or an fsspec URL (``s3://bucket/features``).
+    """
 
-    def path_for(self, key: str, format: str = "zarr") -> Path:
+    def __init__(self, path: str | Path | AnyPath):
+        self.path = as_path(path)
+
+    def path_for(self, key: str, format: str = "zarr") -> AnyPath:
         if format not in ("zarr", "hdf5"):
             raise ConfigError(f"The 'format' option must be 'zarr' or 'hdf5'. Got {format!r} instead.")
         return self.path / f"{key}{'.zarr' if format == 'zarr' else '.h5'}"
@@ -84,14 +82,14 @@ class Root:
                 continue
             key, suffix = parts
             try:
-                meta = _read_meta(child)
+                meta = _read_meta(child, suffix) if suffix != ".h5.partial" else {}
             except (OSError, ValueError, KeyError):
                 meta = {}
             if not meta and suffix != ".h5.partial":
                 continue
             yield Entry(key=key, path=child, format="zarr" if suffix == ".zarr" else "hdf5",
                         complete=bool(meta.get("complete")) and suffix != ".h5.partial",
-                        metadata=meta, size_bytes=_du(child))
+                        metadata=meta, size_bytes=location.size_of(child))
 
     def entries(self, *, backbone: str | None = None, dataset: str | None = None,
                 prefix: str | None = None) -> list[Entry]:
@@ -126,18 +124,15 @@ class Root:
 
     def remove(self, prefix: str) -> Entry:
         entry = self.find(prefix)
-        if entry.path.is_dir():
-            shutil.rmtree(entry.path)
-        else:
-            entry.path.unlink()
+        location.remove(entry.path)
         return entry
 
 
-def resolve_store_path(path: str | Path) -> Path:
+def resolve_store_path(path: str | Path | AnyPath) -> AnyPath:
     """A store path as given, or ``ROOT/KEY_PREFIX`` resolved within its root."""
-    path = Path(path)
-    if path.exists() or path.name.endswith(SUFFIXES):
-        if not path.exists() and Path(str(path) + ".partial").exists():
+    path = as_path(path)
+    if path.name.endswith(SUFFIXES) or path.exists():
+        if not path.exists() and location.with_suffix_added(path, ".partial").exists():
             from ..errors import StoreIncompleteError
 
             raise StoreIncompleteError(

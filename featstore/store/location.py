@@ -1,0 +1,215 @@
+"""Where stores live: local paths, or any fsspec URL (``s3://``, ``gs://``, ``memory://``).
+
+A location is a :class:`pathlib.Path` for a local path (or ``file://`` URL) and a
+:class:`upath.UPath` for a remote URL, so code can use one path API for both. Remote
+credentials come from where the file system's library looks for them (for S3: the
+``AWS_*`` environment variables, ``~/.aws/credentials`` / ``~/.aws/config``, an instance
+role; ``AWS_ENDPOINT_URL`` points at an S3-compatible server). featstore never takes
+credentials as options, so they never reach metadata, logs or job queues.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Union
+
+from ..errors import MissingDependencyError, ReadOnlyStoreError
+
+AnyPath = Union[Path, Any]  # Path or upath.UPath
+
+#: The package each remote protocol needs, named in the error when it is missing.
+PROTOCOL_PACKAGES = {"s3": "s3fs (pip install 'featstore[s3]')",
+                     "gs": "gcsfs (pip install 'featstore[gcs]')",
+                     "gcs": "gcsfs (pip install 'featstore[gcs]')"}
+
+
+def is_url(path: Any) -> bool:
+    s = str(path)
+    return "://" in s and not s.startswith("file://")
+
+
+def as_path(path: Any) -> AnyPath:
+    """``path`` as a Path (local) or a UPath (remote URL)."""
+    if isinstance(path, Path):
+        return path
+    if not isinstance(path, str) and is_remote(path):
+        return path
+    s = str(path)
+    if s.startswith("file://"):
+        return Path(s[len("file://"):])
+    if "://" in s:
+        from upath import UPath
+
+        try:
+            # No listing cache: other processes add files (chunks, leases) all the time.
+            return UPath(s, use_listings_cache=False)
+        except (ImportError, ValueError) as err:
+            protocol = s.split("://", 1)[0]
+            need = PROTOCOL_PACKAGES.get(protocol, f"an fsspec implementation for {protocol}://")
+            raise MissingDependencyError(
+                f"Reading {s} needs {need}. ({err})") from err
+    return Path(s)
+
+
+def is_remote(path: Any) -> bool:
+    """True for a UPath on a non-local file system."""
+    return hasattr(path, "fs") and not isinstance(path, Path)
+
+
+def fs_and_path(path: Any) -> tuple[Any, str]:
+    """The fsspec file system and the path within it."""
+    path = as_path(path)
+    if is_remote(path):
+        return path.fs, path.path
+    from fsspec.implementations.local import LocalFileSystem
+
+    return LocalFileSystem(), os.path.abspath(path)
+
+
+def join(path: Any, *parts: str) -> AnyPath:
+    out = as_path(path)
+    for p in parts:
+        out = out / p
+    return out
+
+
+def with_suffix_added(path: Any, suffix: str) -> AnyPath:
+    path = as_path(path)
+    return path.with_name(path.name + suffix)
+
+
+def exists(path: Any) -> bool:
+    return as_path(path).exists()
+
+
+def remove(path: Any) -> None:
+    """Remove a file or a folder (tree) if it exists."""
+    path = as_path(path)
+    if is_remote(path):
+        fs, p = fs_and_path(path)
+        if fs.exists(p):
+            fs.rm(p, recursive=True)
+        return
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def size_of(path: Any) -> int:
+    """Bytes under ``path`` (a file or a folder)."""
+    fs, p = fs_and_path(path)
+    try:
+        if fs.isdir(p):
+            return int(fs.du(p, total=True))
+        return int(fs.size(p) or 0)
+    except FileNotFoundError:
+        return 0
+
+
+def makedirs(path: Any) -> None:
+    """Create a root folder; object stores have no folders, so nothing to do there."""
+    path = as_path(path)
+    if is_remote(path):
+        fs, p = fs_and_path(path)
+        try:
+            fs.makedirs(p, exist_ok=True)
+        except (OSError, NotImplementedError):
+            pass  # buckets exist or not; a missing bucket fails on the first write
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise ReadOnlyStoreError(
+                f"Cannot create the root {path}: {err.strerror}. Choose a --root you can "
+                "write to.") from err
+        raise
+
+
+def put_atomic(path: Any, data: bytes) -> None:
+    """Write ``data`` so that readers see the whole file or none of it.
+
+    Local: a temporary file beside it, then a rename. Object stores: one PUT, which
+    is atomic.
+    """
+    path = as_path(path)
+    if is_remote(path):
+        fs, p = fs_and_path(path)
+        fs.pipe_file(p, data)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def create_exclusive(path: Any, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` only if it does not exist; True if this call made it.
+
+    Local and shared file systems: write a temporary file, then ``link`` it to the
+    name (atomic, and safe on NFS, unlike O_EXCL on old clients). S3: a conditional
+    PUT (``If-None-Match: *``). Readers never see the file without its contents.
+    """
+    path = as_path(path)
+    if is_remote(path):
+        fs, p = fs_and_path(path)
+        try:
+            fs.pipe_file(p, data, mode="create")
+        except FileExistsError:
+            return False
+        except TypeError as err:  # an fsspec implementation without mode="create"
+            raise MissingDependencyError(
+                f"{type(fs).__name__} cannot create files exclusively (needed for leases on "
+                f"{path}); upgrade it (s3fs >= 2025.1).") from err
+        return True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+
+
+def explain_storage_error(err: BaseException) -> str | None:
+    """A message for a remote-storage error a user can fix, or None if it is not one.
+
+    Credentials are never part of the message: only where they are looked for.
+    """
+    name = type(err).__name__
+    text = str(err)
+    if name in ("NoCredentialsError", "PartialCredentialsError"):
+        return ("No credentials for S3. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
+                "AWS_PROFILE with ~/.aws/credentials, or run where an instance role applies); "
+                "set AWS_ENDPOINT_URL for an S3-compatible server. featstore reads them from "
+                "there only and never writes them into stores or logs.")
+    if name in ("EndpointConnectionError", "ConnectTimeoutError") or (
+            "Could not connect to the endpoint" in text):
+        return (f"Cannot reach the storage server ({text}). Check AWS_ENDPOINT_URL and the "
+                "network.")
+    if isinstance(err, PermissionError) and ("://" in text or "AccessDenied" in text
+                                              or "Forbidden" in text):
+        return (f"Access denied: {text}. Your credentials may read but not write there (a "
+                "read-only root): ask for write access, or extract/copy to a root you can "
+                "write to.")
+    if isinstance(err, FileNotFoundError) and ("NoSuchBucket" in text or "bucket" in text.lower()):
+        return f"The bucket does not exist: {text}. Create it, or check the URL's bucket name."
+    return None

@@ -1,0 +1,373 @@
+"""Remote roots, copy, pack/unpack and concurrent writers — against a real S3 server
+(moto's, on 127.0.0.1) and the local file system."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featstore.errors import DataError, StoreCorruptError, StoreIncompleteError
+from featstore.store import Root, location, open_store
+from featstore.store.lease import Lease, LeaseLostError
+from featstore_cli.main import cli
+
+from conftest import S3_TEST_SECRET
+from sharing_backbone import calls
+
+TESTS = Path(__file__).parent
+WORDS = "apple banana cherry date elder fig grape hazel iris juniper kale lemon".split()
+
+
+@pytest.fixture
+def texts(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    rows = [" ".join(rng.choice(WORDS, size=rng.integers(1, 6))) for _ in range(200)]
+    path = tmp_path / "texts.csv"
+    path.write_text("text,label\n" + "".join(f"{t},{i % 2}\n" for i, t in enumerate(rows)))
+    return path
+
+
+def extract_args(data: Path, root: str, *extra: str) -> list[str]:
+    return ["extract", "--backbone", "sharing_backbone:make", "--dataset", str(data),
+            "--root", str(root), "--chunk-rows", "20", "--batch-size", "10", "--no-progress",
+            "--json", *extra]
+
+
+@pytest.fixture
+def plugin_env(tmp_path, monkeypatch) -> dict[str, str]:
+    """The counting backbone importable here and in subprocesses; its calls file."""
+    monkeypatch.syspath_prepend(str(TESTS))
+    env = {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+           "FEATSTORE_TEST_CALLS": str(tmp_path / "calls.txt")}
+    monkeypatch.setenv("FEATSTORE_TEST_CALLS", env["FEATSTORE_TEST_CALLS"])
+    return env
+
+
+def files_of(root: str) -> dict[str, str]:
+    """Relative path -> sha256 of every file under a root (lease folders aside)."""
+    fs, base = location.fs_and_path(root)
+    out = {}
+    for name in fs.find(base):
+        rel = name[len(base.rstrip("/")) + 1:]
+        if not rel.startswith(".leases"):
+            out[rel] = hashlib.sha256(fs.cat_file(name)).hexdigest()
+    return out
+
+
+def run_cli(runner, args):
+    res = runner.invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    return res
+
+
+# -- remote roots ---------------------------------------------------------------------
+def test_extract_into_s3_root_reads_lazily_and_keeps_no_secret(runner, texts, plugin_env, s3_root,
+                                                               tmp_path):
+    out = json.loads(run_cli(runner, extract_args(texts, s3_root)).stdout)[0]
+    assert out["path"].startswith("s3://") and not out["cached"]
+    again = json.loads(run_cli(runner, extract_args(texts, s3_root)).stdout)[0]
+    assert again["cached"] and again["key"] == out["key"]
+    local = json.loads(run_cli(runner, extract_args(texts, str(tmp_path / "local"))).stdout)[0]
+    assert local["key"] == out["key"]  # where it is stored does not change what it is
+
+    listed = json.loads(run_cli(runner, ["ls", s3_root, "--json"]).stdout)
+    assert [(r["key"], r["n_samples"], r["n_features"], r["complete"]) for r in listed] == \
+        [(out["key"], 200, 4, True)]
+    assert "OK" in run_cli(runner, ["verify", f"{s3_root}/{out['key'][:8]}"]).stdout
+    with open_store(out["path"]) as remote, open_store(local["path"]) as here:
+        assert np.array_equal(remote.features[40:60], here.features[40:60])  # one chunk
+        assert np.array_equal(remote.load_features(), here.load_features())
+    # Credentials are read from the environment and never written anywhere.
+    assert all(S3_TEST_SECRET not in json.dumps(r) for r in listed)
+    for name, digest in files_of(s3_root).items():
+        assert S3_TEST_SECRET.encode() not in location.join(s3_root, name).read_bytes()
+
+
+def test_hdf5_on_a_remote_root_is_explained(runner, texts, plugin_env, s3_root):
+    res = runner.invoke(cli, extract_args(texts, s3_root, "--format", "hdf5"))
+    assert res.exit_code == 1
+    assert "HDF5 stores are written on a local or shared file system only" in res.output
+    assert "--format zarr" in res.output
+
+
+def test_ls_filters_and_json(runner, texts, plugin_env, tmp_path):
+    root = str(tmp_path / "r")
+    a = json.loads(run_cli(runner, extract_args(texts, root)).stdout)[0]
+    b = json.loads(run_cli(runner, extract_args(texts, root, "--limit", "50")).stdout)[0]
+    rows = json.loads(run_cli(runner, ["ls", root, "--json"]).stdout)
+    assert {r["key"] for r in rows} == {a["key"], b["key"]}
+    for col in ("backbone", "dataset", "split", "n_samples", "n_features", "dtype", "size_bytes",
+                "created_at", "created_by"):
+        assert all(r[col] is not None for r in rows), col
+    only = json.loads(run_cli(runner, ["ls", root, "--prefix", b["key"][:6], "--json"]).stdout)
+    assert [r["key"] for r in only] == [b["key"]]
+    assert json.loads(run_cli(runner, ["ls", root, "--backbone", "nope", "--json"]).stdout) == []
+    assert len(json.loads(run_cli(runner, ["ls", root, "--dataset", "texts", "--json"]).stdout)) == 2
+    table = run_cli(runner, ["ls", root]).stdout
+    assert "200x4" in table and "50x4" in table and "float16" in table
+
+
+# -- copy ----------------------------------------------------------------------------
+def test_copy_to_s3_and_back_is_byte_identical_and_verified(runner, texts, plugin_env, s3_root,
+                                                            tmp_path):
+    src = str(tmp_path / "src")
+    run_cli(runner, extract_args(texts, src))
+    run_cli(runner, extract_args(texts, src, "--limit", "30", "--format", "hdf5"))
+    dry = json.loads(run_cli(runner, ["copy", src, s3_root, "--dry-run", "--json"]).stdout)
+    assert {r["status"] for r in dry} == {"would copy"}
+    assert not location.as_path(s3_root).exists()  # a dry run moves nothing
+
+    pushed = json.loads(run_cli(runner, ["copy", src, s3_root, "--json"]).stdout)
+    assert {r["status"] for r in pushed} == {"copied"} and all(r["verified"] for r in pushed)
+    back = str(tmp_path / "back")
+    pulled = json.loads(run_cli(runner, ["copy", s3_root, back, "--json"]).stdout)
+    assert {r["status"] for r in pulled} == {"copied"}
+    assert files_of(src) == files_of(s3_root) == files_of(back)
+    for e in Root(back):
+        assert e.complete
+        with open_store(e.path) as fs:
+            assert fs.verify().ok
+    again = json.loads(run_cli(runner, ["copy", src, s3_root, "--json"]).stdout)
+    assert {r["status"] for r in again} == {"up to date"}
+
+
+def test_interrupted_copy_never_reads_complete_and_resumes(runner, texts, plugin_env, s3_root,
+                                                           tmp_path, monkeypatch):
+    src = str(tmp_path / "src")
+    key = json.loads(run_cli(runner, extract_args(texts, src)).stdout)[0]["key"]
+    n_files = len(files_of(src))
+    real_put, calls_made = location.put_atomic, []
+
+    def failing_put(path, data):
+        if len(calls_made) == 7 and ".leases" not in str(path):
+            raise KeyboardInterrupt  # the user pressed Ctrl-C, or the network went away
+        if ".leases" not in str(path):
+            calls_made.append(path)
+        real_put(path, data)
+
+    from featstore.sharing import copy_root
+
+    monkeypatch.setattr(location, "put_atomic", failing_put)
+    with pytest.raises(KeyboardInterrupt):
+        copy_root(src, s3_root, progress=False)
+    monkeypatch.setattr(location, "put_atomic", real_put)
+    assert Root(s3_root).entries() == []  # the partial copy is not a feature set yet
+    with pytest.raises(Exception):
+        open_store(location.join(s3_root, f"{key}.zarr"))
+
+    (result,) = copy_root(src, s3_root, progress=False)
+    assert result.status == "copied" and result.verified
+    assert result.files_copied == n_files - 7  # only what was missing moved
+    assert files_of(src) == files_of(s3_root)
+
+
+def test_copy_refuses_to_mark_a_damaged_set_complete(runner, texts, plugin_env, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    out = json.loads(run_cli(runner, extract_args(texts, str(src))).stdout)[0]
+    # Damage one chunk at the source after its checksum was recorded.
+    import zarr
+
+    zarr.open_group(out["path"], mode="r+")["features"][0:20] = 7.0
+    res = runner.invoke(cli, ["copy", str(src), str(dst)])
+    assert res.exit_code == 1 and "do not match their checksums" in res.output
+    with pytest.raises(StoreIncompleteError):
+        open_store(dst / Path(out["path"]).name)
+
+
+# -- pack / unpack -------------------------------------------------------------------
+def test_pack_unpack_round_trip(runner, texts, plugin_env, tmp_path, s3_root):
+    src = str(tmp_path / "src")
+    run_cli(runner, extract_args(texts, src))
+    run_cli(runner, extract_args(texts, src, "--limit", "30", "--format", "hdf5"))
+    zip_path = tmp_path / "sets.zip"
+    run_cli(runner, ["pack", src, str(zip_path)])
+    out = run_cli(runner, ["unpack", str(zip_path), str(tmp_path / "dst")]).stdout
+    assert out.count("unpacked") == 2
+    assert files_of(src) == files_of(str(tmp_path / "dst"))
+    assert run_cli(runner, ["unpack", str(zip_path), str(tmp_path / "dst")]).stdout.count("present") == 2
+    run_cli(runner, ["unpack", str(zip_path), s3_root])
+    assert files_of(src) == files_of(s3_root)
+
+
+def _zip_with(path: Path, name: str, data: bytes = b"x", mode: int | None = None) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        info = zipfile.ZipInfo(name)
+        if mode is not None:
+            info.external_attr = mode << 16
+        zf.writestr(info, data)
+        zf.writestr("featstore-pack.json", json.dumps(
+            {"format": "featstore-pack", "version": 1, "sets": [], "files": {name: ""}}))
+    return path
+
+
+@pytest.mark.parametrize("name,mode,says", [
+    ("/etc/evil", None, "absolute path"),
+    ("0123456789abcdef.zarr/../../evil", None, "'..'"),
+    ("0123456789abcdef.zarr/link", stat.S_IFLNK | 0o777, "symbolic link"),
+    ("notes.txt", None, "not part of a feature set"),
+])
+def test_unpack_refuses_unsafe_members(runner, tmp_path, name, mode, says):
+    bad = _zip_with(tmp_path / "bad.zip", name, b"/etc/passwd", mode)
+    root = tmp_path / "root"
+    res = runner.invoke(cli, ["unpack", str(bad), str(root)])
+    assert res.exit_code == 1 and says in res.output, res.output
+    assert not root.exists() and not (tmp_path / "evil").exists()
+
+
+def test_unpack_refuses_a_tampered_pack(runner, texts, plugin_env, tmp_path):
+    src = str(tmp_path / "src")
+    run_cli(runner, extract_args(texts, src))
+    good, bad = tmp_path / "good.zip", tmp_path / "bad.zip"
+    run_cli(runner, ["pack", src, str(good)])
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(bad, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename.endswith("features/c/0/0"):
+                data = data[:-1] + bytes([data[-1] ^ 1])
+            zout.writestr(info, data)
+    res = runner.invoke(cli, ["unpack", str(bad), str(tmp_path / "dst")])
+    assert res.exit_code == 1 and "does not match its sha256" in res.output
+    assert Root(tmp_path / "dst").entries() == []
+
+
+# -- leases and concurrent writers -----------------------------------------------------
+@pytest.fixture(params=["local", "s3"])
+def any_root(request, tmp_path):
+    if request.param == "local":
+        return str(tmp_path / "root")
+    return request.getfixturevalue("s3_root")
+
+
+def test_lease_excludes_expires_and_is_taken_over(any_root):
+    a = Lease(any_root, "k" * 24, seconds=0.6)
+    b = Lease(any_root, "k" * 24, seconds=0.6)
+    assert a.acquire()
+    assert not b.acquire()                       # live: b must wait
+    assert b.holder().pid == os.getpid() and b.holder().live
+    a.renew()
+    time.sleep(0.8)                              # a stops renewing: its lease expires
+    assert b.acquire() and b.generation == 2     # taken over
+    with pytest.raises(LeaseLostError):
+        a.renew()                                # a learns it lost the lease
+    b.release()
+    c = Lease(any_root, "k" * 24, seconds=5)
+    assert c.acquire()                           # a released lease is free at once
+    c.release(remove=True)
+    assert c.holder() is None
+
+
+def test_racing_acquirers_one_wins(any_root):
+    from concurrent.futures import ThreadPoolExecutor
+
+    leases = [Lease(any_root, "r" * 24, seconds=30) for _ in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda lease: lease.acquire(), leases))
+    assert won.count(True) == 1
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """`featstore ARGS` in a new process, with this environment plus ``env``."""
+    return subprocess.Popen([sys.executable, "-m", "featstore_cli.main", *args],
+                            env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_two_processes_extracting_one_key_compute_it_once(texts, plugin_env, any_root, tmp_path):
+    env = {**plugin_env, "FEATSTORE_TEST_DELAY": "0.3"}  # 20 batches: ~6 s of "compute"
+    procs = [_spawn(extract_args(texts, any_root), env) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    results = [json.loads(o)[0] for o, _ in outs]
+    assert results[0]["key"] == results[1]["key"]
+    assert sorted(r["cached"] for r in results) == [False, True]
+    waiter = next(i for i, r in enumerate(results) if r["cached"])
+    assert "is being extracted by" in outs[waiter][1] and results[waiter]["waited_seconds"] > 0
+    counted = calls(plugin_env["FEATSTORE_TEST_CALLS"])
+    assert counted["forward"] == 200 and len(counted["forward_pids"]) == 1  # one computation
+    with open_store(results[0]["path"]) as fs:
+        assert fs.verify().ok and fs.n_samples == 200
+
+
+@pytest.mark.slow
+def test_dead_writers_lease_is_taken_over_and_resumed(texts, plugin_env, any_root, tmp_path):
+    env = {**plugin_env, "FEATSTORE_TEST_DELAY": "0.3"}
+    args = extract_args(texts, any_root, "--lease-seconds", "2")
+    victim = _spawn(args, env)
+    key_path = None
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until it has committed a few chunks
+        entries = [e for e in Root(any_root)] if location.as_path(any_root).exists() else []
+        if entries:
+            key_path = entries[0].path
+            with open_store(key_path, allow_incomplete=True) as fs:
+                if len(fs.committed_chunks()) >= 3:
+                    break
+        time.sleep(0.2)
+    assert key_path is not None
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.communicate()
+    with open_store(key_path, allow_incomplete=True) as fs:
+        done_before = len(fs.committed_chunks())
+        assert not fs.complete
+
+    heir = _spawn(args, {**env, "FEATSTORE_TEST_DELAY": "0"})
+    out, err = heir.communicate(timeout=300)
+    assert heir.returncode == 0, err
+    result = json.loads(out)[0]
+    assert result["resumed_chunks"] == done_before and not result["cached"]
+    assert result["computed_chunks"] == 10 - done_before
+    with open_store(key_path) as fs:
+        assert fs.verify().ok
+        resumed = fs.load_features()
+    clean = json.loads(subprocess.run(
+        [sys.executable, "-m", "featstore_cli.main", *extract_args(texts, str(tmp_path / "clean"))],
+        env={**os.environ, **env, "FEATSTORE_TEST_DELAY": "0"}, capture_output=True, text=True,
+        check=True).stdout)[0]
+    with open_store(clean["path"]) as fs:
+        assert np.array_equal(fs.load_features(), resumed)
+
+
+# -- errors a user can fix ---------------------------------------------------------------
+def _unwritable() -> Path:
+    probe = Path("/sys/fs/featstore-probe")
+    try:
+        probe.mkdir()
+    except OSError:
+        return Path("/sys/fs/featstore-root")
+    probe.rmdir()
+    pytest.skip("no unwritable location on this machine (sysfs is writable)")
+
+
+def test_read_only_root_is_explained(runner, texts, plugin_env, tmp_path):
+    root = _unwritable()
+    res = runner.invoke(cli, extract_args(texts, str(root)))
+    assert res.exit_code == 1 and "Choose a --root you can write to" in res.output, res.output
+    src = str(tmp_path / "src")
+    run_cli(runner, extract_args(texts, src))
+    res = runner.invoke(cli, ["copy", src, str(root)])
+    assert res.exit_code == 1 and "Choose a --root you can write to" in res.output, res.output
+
+
+def test_missing_credentials_and_bucket_are_explained(s3_server, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID",
+                                                            "AWS_SECRET_ACCESS_KEY")}
+    env["HOME"] = str(tmp_path)  # no ~/.aws either
+    res = subprocess.run([sys.executable, "-m", "featstore_cli.main", "ls", "s3://any/features"],
+                         env=env, capture_output=True, text=True)
+    assert res.returncode == 1 and "No credentials for S3" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = subprocess.run([sys.executable, "-m", "featstore_cli.main", "ls", "s3://no-such-bucket/f"],
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and "does not exist" in res.stderr and "Traceback" not in res.stderr
