@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featstore.errors import DataError, StoreCorruptError, StoreIncompleteError
+from featstore.errors import StoreIncompleteError
 from featstore.store import Root, location, open_store
 from featstore.store.lease import Lease, LeaseLostError
 from featstore_cli.main import cli
@@ -92,6 +92,27 @@ def test_extract_into_s3_root_reads_lazily_and_keeps_no_secret(runner, texts, pl
     assert all(S3_TEST_SECRET not in json.dumps(r) for r in listed)
     for name, digest in files_of(s3_root).items():
         assert S3_TEST_SECRET.encode() not in location.join(s3_root, name).read_bytes()
+
+
+def test_remote_reads_fetch_only_the_chunks_needed(runner, texts, plugin_env, s3_root,
+                                                   monkeypatch):
+    import s3fs
+
+    out = json.loads(run_cli(runner, extract_args(texts, s3_root)).stdout)[0]
+    fetched: list[str] = []
+    real = s3fs.S3FileSystem._cat_file
+
+    async def counting(self, path, *args, **kwargs):
+        fetched.append(path)
+        return await real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_cat_file", counting)
+    with open_store(out["path"]) as fs:
+        fetched.clear()
+        rows = fs.features[45:55]  # inside chunk 2 (rows 40-59)
+    assert rows.shape == (10, 4)
+    chunks = sorted(p.split(".zarr/")[1] for p in fetched if "/features/c/" in p)
+    assert chunks == ["features/c/2/0"]
 
 
 def test_hdf5_on_a_remote_root_is_explained(runner, texts, plugin_env, s3_root):
@@ -371,3 +392,14 @@ def test_missing_credentials_and_bucket_are_explained(s3_server, tmp_path):
     res = subprocess.run([sys.executable, "-m", "featstore_cli.main", "ls", "s3://no-such-bucket/f"],
                          capture_output=True, text=True)
     assert res.returncode == 1 and "does not exist" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_stale_writer_learns_its_successor_finished(any_root):
+    stale = Lease(any_root, "s" * 24, seconds=0.5)
+    assert stale.acquire()
+    time.sleep(0.7)  # hung past its lease (SIGSTOP, a long GC pause...)
+    successor = Lease(any_root, "s" * 24, seconds=30)
+    assert successor.acquire()
+    successor.release(remove=True)  # finished the set and cleaned up
+    with pytest.raises(LeaseLostError):
+        stale.renew()  # must not recreate the lease and go on writing

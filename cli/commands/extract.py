@@ -61,8 +61,15 @@ Examples:
                    "writer of the same key waits, and takes over after this if the first "
                    "died [default: 60].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--server", default=None, metavar="URL",
+              help="Send the work to the `featstore serve` service at URL and wait for it; "
+                   "the service's root holds the results. Token from $FEATSTORE_TOKEN or "
+                   "--token-file.")
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
+              help="With --server: a file holding the service token.")
 @json_option
 def extract(config_file: str | None, as_json: bool, no_progress: bool, random_weights: bool,
+            server: str | None, token_file: str | None,
             fmt: str | None, text_column: str | None, image_column: str | None,
             label_column: str | None, id_column: str | None, **opts: Any) -> None:
     """Run each backbone once over data set splits and store the features in a root.
@@ -92,6 +99,8 @@ def extract(config_file: str | None, as_json: bool, no_progress: bool, random_we
     if columns:
         cli_values["dataset_options"] = {**data.get("dataset_options", {}), **columns}
     data.update(cli_values)
+    if server:
+        return _extract_on_server(server, token_file, data, as_json)
     data.setdefault("root", "features")
     if not data.get("backbones") and not data.get("backbone"):
         raise ConfigError("extract needs --backbone (or 'backbones:' in --config). "
@@ -122,6 +131,33 @@ def extract(config_file: str | None, as_json: bool, no_progress: bool, random_we
                           ("split", "split"), ("shape", "shape"), ("n_invalid", "invalid"),
                           ("cached", "cached")],
                          {"shape": lambda s: "x".join(map(str, s))}))
+
+
+def _extract_on_server(server: str, token_file: str | None, data: dict[str, Any],
+                       as_json: bool) -> None:
+    """`extract --server`: the same request, run by the service; wait and print the sets."""
+    from featstore.errors import ConfigError
+    from featstore.service import client
+
+    if data.get("force"):
+        raise ConfigError("--force cannot be sent to a service (it never deletes feature sets "
+                          "others may use). Remove the set on the service's root with "
+                          "`featstore rm`, then extract again.")
+    if data.get("root") not in (None, "features"):
+        click.secho(f"note: --root {data['root']} is ignored with --server; the service's "
+                    "root holds the results.", fg="yellow", err=True)
+    url = client.server_url(server)
+    jobs = client.submit(url, data, token=client.read_token(token_file), wait=True)
+    if as_json:
+        echo_json(jobs)
+        return
+    for j in jobs:
+        result = j.get("result") or {}
+        status = "cached" if j.get("status") == "cached" or result.get("cached") else "extracted"
+        shape = "x".join(map(str, result.get("shape") or []))
+        dataset = result.get("dataset") or j.get("dataset")
+        click.echo(f"{status:9s} {j.get('backbone')} {dataset}/{j.get('split')} -> "
+                   f"{j.get('path')} {shape} (job {j.get('id')} on {url})")
 
 
 def _read_config(path: str) -> dict[str, Any]:

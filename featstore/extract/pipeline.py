@@ -242,7 +242,7 @@ def _extract_locked(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
             log.info("resuming %s: %d of %d chunks already committed", store.path, len(done),
                      store.n_chunks)
         run = _run_chunks(backbone, samples, store, todo, cfg, device, check=lease.check)
-        lease.check()
+        lease.renew()  # raises LeaseLostError if another writer took over meanwhile
         invalid_total = int((~store.valid).sum())
         seconds = time.perf_counter() - t0
         store.mark_complete(extraction={

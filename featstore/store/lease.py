@@ -173,9 +173,10 @@ class Lease:
         if self.generation is None:
             raise LeaseLostError(f"The lease on {self.key} is not held.")
         gens = self._generations()
-        if gens and gens[-1] > self.generation:
+        if self.generation not in gens or gens[-1] > self.generation:
+            # Taken over — or taken over, finished and cleaned up by the successor.
             self._lost.set()
-            newer = self._read(gens[-1])
+            newer = self._read(gens[-1]) if gens and gens[-1] > self.generation else None
             raise LeaseLostError(
                 f"The lease on {self.key} was taken over by "
                 f"{newer.describe() if newer else 'another writer'}: this writer was too slow "
