@@ -45,7 +45,7 @@ def copy(src: str, dst: str, keys: tuple[str, ...], backbone: str | None, datase
          dry_run: bool, no_progress: bool, as_json: bool) -> None:
     """Copy complete feature sets from root SRC to root DST (folders or URLs).
 
-    Only files DST lacks are sent; each is read back and checked, every chunk is
+    Only files DST lacks are sent (several at a time); every chunk is re-read there and
     verified against its checksum, and a set is marked complete at DST last. An
     interrupted copy resumes when run again.
     """
