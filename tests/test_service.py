@@ -40,6 +40,7 @@ TESTS = Path(__file__).parent
 ALICE = "alice-" + "a1" * 12
 BOB = "bob-" + "b2" * 12
 LEASE = "3"  # seconds: short, so that a dead worker's leases run out quickly
+PLUGINS = ("service_backbones",)
 
 
 def bb(name: str) -> str:
@@ -80,7 +81,7 @@ class Server:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "featstore_cli.main", "serve", "--root", str(self.root),
                  "--devices", devices, "--port", "0", "--tokens-file", str(tokens),
-                 "--lease-seconds", LEASE, *args],
+                 "--lease-seconds", LEASE, "--allow-plugin", "service_backbones", *args],
                 stdout=out, stderr=err, env=full_env, cwd=folder)
         self.url = self._wait_for_url()
         self.host, self.port = self.url[len("http://"):].rsplit(":", 1)
@@ -284,7 +285,8 @@ def test_malformed_requests_get_400_413_404_405(shared):
         (dict(body={**good, "batch_size": 0}), "'batch_size' option of extract must be an int"),
         (dict(body={**good, "image_size": "big"}), "'image_size' option must be an integer"),
         (dict(body={**good, "dataset": "/no/such/data.npz"}), "does not exist there"),
-        (dict(body={**good, "backbone": "no_such_module_xyz:make"}), "cannot be imported"),
+        (dict(body={**good, "backbone": "no_such_module_xyz:make"}), "--allow-plugin"),
+        (dict(body={**good, "backbone": "os:abort"}), "plugins run code on the server"),
         (dict(body={"dataset": str(s.d1)}), "'backbones' option must name at least one"),
     ]
     for kwargs, message in cases:
@@ -457,6 +459,13 @@ def test_cli_submit_wait_and_jobs(shared, runner):
     res = runner.invoke(cli, ["jobs", "--log", str(failed_id)], env=env)
     assert "Traceback" in res.stdout and "queued again for another attempt" in res.stdout
 
+    # An error of the job's data: a retry would meet it again, so no second attempt.
+    notes = s.folder / "notes.txt"
+    notes.write_text("not a data set\n")
+    res = runner.invoke(cli, ["submit", "-b", bb("delta"), "-d", str(notes), "--wait",
+                              "--poll", "0.2"], env=env)
+    assert res.exit_code == 1 and "failed after 1 attempt(s)" in res.output, res.output
+
     # Errors a user can act on.
     res = runner.invoke(cli, ["jobs"], env={**env, "FEATSTORE_TOKEN": "nope-" + "x" * 20})
     assert res.exit_code == 1 and "Set FEATSTORE_TOKEN" in res.output
@@ -540,7 +549,7 @@ def test_request_keys_follow_the_values(tmp_path):
 
     def key(**options: Any) -> str:
         base = {"backbone": bb("delta"), "dataset": str(data)}
-        [job] = expand({**base, **options}, root, cwd=tmp_path)
+        [job] = expand({**base, **options}, root, cwd=tmp_path, allow_plugins=PLUGINS)
         return job.request_key
 
     plain = key()
@@ -555,12 +564,28 @@ def test_request_keys_follow_the_values(tmp_path):
     assert len({plain, *others}) == len(others) + 1
     os.utime(data, ns=(0, 10**18))  # the data file changed
     assert key() != plain
-    jobs = expand({"backbones": [bb("alpha"), bb("beta")], "datasets": [str(data)],
-                   "splits": ["a", "b", "c"]}, root, cwd=tmp_path)
-    assert [(j.backbone, j.split) for j in jobs] == [
+    jobs = expand({"backbones": [bb("alpha"), bb("beta"), bb("alpha")], "datasets": [str(data)],
+                   "splits": ["a", "b", "c", "a"]}, root, cwd=tmp_path, allow_plugins=PLUGINS)
+    assert [(j.backbone, j.split) for j in jobs] == [  # repeats count once
         (bb(b), s) for b in ("alpha", "beta") for s in ("a", "b", "c")]
     assert len({j.backbone_group for j in jobs}) == 2
     assert jobs[0].config["datasets"] == [str(data)] and "root" not in jobs[0].config
+
+
+def test_requests_are_bounded_and_plugins_must_be_allowed(tmp_path):
+    data = _npz(tmp_path / "d.npz", 30, 0)
+    root = str(tmp_path / "root")
+    many = {"backbones": [bb("alpha"), bb("beta")], "datasets": [str(data)],
+            "splits": [f"s{i}" for i in range(60)]}
+    with pytest.raises(ConfigError, match="would make 120 jobs.*at most 100 per request"):
+        expand(many, root, cwd=tmp_path, allow_plugins=PLUGINS)
+    # A 20 x 20 x 20 request of one repeated job is one job, not 8,000.
+    same = {"backbones": [bb("alpha")] * 20, "datasets": [str(data)] * 20, "splits": ["a"] * 20}
+    assert len(expand(same, root, cwd=tmp_path, allow_plugins=PLUGINS)) == 1
+    with pytest.raises(ConfigError, match="plugins run code on the server.*--allow-plugin os"):
+        expand({"backbone": "os:abort", "dataset": str(data)}, root, cwd=tmp_path)
+    with pytest.raises(ConfigError, match="allows plugins from: none"):
+        expand({"backbone": bb("alpha"), "dataset": str(data)}, root, cwd=tmp_path)
 
 
 def _request(group: str, n: int) -> JobRequest:

@@ -171,7 +171,7 @@ def test_interrupted_copy_never_reads_complete_and_resumes(runner, texts, plugin
     real_put, calls_made = location.put_atomic, []
 
     def failing_put(path, data):
-        if len(calls_made) == 7 and ".leases" not in str(path):
+        if len(calls_made) == 25 and ".leases" not in str(path):
             raise KeyboardInterrupt  # the user pressed Ctrl-C, or the network went away
         if ".leases" not in str(path):
             calls_made.append(path)
@@ -189,7 +189,9 @@ def test_interrupted_copy_never_reads_complete_and_resumes(runner, texts, plugin
 
     (result,) = copy_root(src, s3_root, progress=False)
     assert result.status == "copied" and result.verified
-    assert result.files_copied == n_files - 7  # only what was missing moved
+    # Chunk files already there are not sent again (the small others always are).
+    kept = [p for p in calls_made if "/features/c/" in str(p) or "/valid/c/" in str(p)]
+    assert kept and result.files_copied == n_files - len(kept)
     assert files_of(src) == files_of(s3_root)
 
 
@@ -201,8 +203,10 @@ def test_copy_refuses_to_mark_a_damaged_set_complete(runner, texts, plugin_env, 
 
     zarr.open_group(out["path"], mode="r+")["features"][0:20] = 7.0
     res = runner.invoke(cli, ["copy", str(src), str(dst)])
-    assert res.exit_code == 1 and "do not match their checksums" in res.output
-    with pytest.raises(StoreIncompleteError):
+    assert res.exit_code == 1 and "do not match the checksums recorded" in res.output
+    assert "Run `featstore verify` on the source" in res.output
+    assert not any(e.complete for e in Root(dst))
+    with pytest.raises((StoreIncompleteError, FileNotFoundError)):
         open_store(dst / Path(out["path"]).name)
 
 
@@ -270,22 +274,60 @@ def any_root(request, tmp_path):
     return request.getfixturevalue("s3_root")
 
 
+def acquire_within(lease: Lease, timeout: float) -> float:
+    """Poll ``lease.acquire()``; the seconds it took (fails the test after ``timeout``)."""
+    t0 = time.monotonic()
+    while not lease.acquire():
+        assert time.monotonic() - t0 < timeout, "lease never acquired"
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
 def test_lease_excludes_expires_and_is_taken_over(any_root):
     a = Lease(any_root, "k" * 24, seconds=0.6)
     b = Lease(any_root, "k" * 24, seconds=0.6)
     assert a.acquire()
     assert not b.acquire()                       # live: b must wait
-    assert b.holder().pid == os.getpid() and b.holder().live
-    a.renew()
-    time.sleep(0.8)                              # a stops renewing: its lease expires
-    assert b.acquire() and b.generation == 2     # taken over
+    assert b.holder().pid == os.getpid()
+    a.renew()                                    # ... then a stops renewing
+    took = acquire_within(b, 10)                 # b's own clock: unrenewed for 0.6 s
+    assert took >= 0.6 and b.generation == 2
     with pytest.raises(LeaseLostError):
         a.renew()                                # a learns it lost the lease
+    with pytest.raises(LeaseLostError):
+        a.check()                                # and stops before its next chunk
     b.release()
     c = Lease(any_root, "k" * 24, seconds=5)
     assert c.acquire()                           # a released lease is free at once
     c.release(remove=True)
     assert c.holder() is None
+
+
+def test_a_holder_that_cannot_renew_stops_by_itself(any_root):
+    a = Lease(any_root, "c" * 24, seconds=0.3)
+    assert a.acquire()
+    a.check()
+    time.sleep(0.4)  # no heartbeat ran (storage errors, a stall)
+    with pytest.raises(LeaseLostError, match="not renewed"):
+        a.check()
+
+
+def test_clock_skew_never_makes_a_live_lease_look_expired(any_root, monkeypatch):
+    import featstore.store.lease as lease_module
+
+    a = Lease(any_root, "w" * 24, seconds=0.6)
+    assert a.acquire()
+    a.start_heartbeat()
+    try:
+        b = Lease(any_root, "w" * 24, seconds=0.6)
+        real = time.time
+        monkeypatch.setattr(lease_module.time, "time", lambda: real() + 3600)  # b's clock
+        deadline = time.monotonic() + 2.5  # four lease periods
+        while time.monotonic() < deadline:
+            assert not b.acquire()
+            time.sleep(0.1)
+    finally:
+        a.release(remove=True)
 
 
 def test_racing_acquirers_one_wins(any_root):
@@ -396,10 +438,104 @@ def test_missing_credentials_and_bucket_are_explained(s3_server, tmp_path):
 
 def test_a_stale_writer_learns_its_successor_finished(any_root):
     stale = Lease(any_root, "s" * 24, seconds=0.5)
-    assert stale.acquire()
-    time.sleep(0.7)  # hung past its lease (SIGSTOP, a long GC pause...)
+    assert stale.acquire()  # ... then hangs past its lease (SIGSTOP, a suspended laptop)
     successor = Lease(any_root, "s" * 24, seconds=30)
-    assert successor.acquire()
+    acquire_within(successor, 10)
     successor.release(remove=True)  # finished the set and cleaned up
+    third = Lease(any_root, "s" * 24, seconds=30)
+    assert third.acquire() and third.generation == stale.generation  # number reused
     with pytest.raises(LeaseLostError):
-        stale.renew()  # must not recreate the lease and go on writing
+        stale.renew()  # not its token: must not go on writing
+    third.renew()
+    third.release(remove=True)
+
+
+@pytest.mark.slow
+def test_force_waits_for_the_writer_then_extracts_again(texts, plugin_env, tmp_path):
+    root = str(tmp_path / "root")
+    env = {**plugin_env, "FEATSTORE_TEST_DELAY": "0.2"}
+    first = _spawn(extract_args(texts, root), env)
+    deadline = time.time() + 120
+    while not (Path(root) / ".leases").exists():  # the first writer holds the lease
+        assert time.time() < deadline and first.poll() is None
+        time.sleep(0.05)
+    forced = _spawn(extract_args(texts, root, "--force"), env)
+    outs = [p.communicate(timeout=300) for p in (first, forced)]
+    assert first.returncode == 0 and forced.returncode == 0, outs
+    a, b = (json.loads(o)[0] for o, _ in outs)
+    assert not a["cached"] and not b["cached"] and b["computed_chunks"] == 10
+    assert "is being extracted by" in outs[1][1]  # --force waited instead of racing
+    with open_store(b["path"]) as fs:
+        assert fs.verify().ok
+    # Each computed it whole, one after the other: never two writers at once.
+    assert calls(plugin_env["FEATSTORE_TEST_CALLS"])["forward"] == 400
+
+
+def test_copy_replaces_a_partial_destination_with_another_layout(runner, texts, plugin_env,
+                                                                  tmp_path):
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    out = json.loads(run_cli(runner, extract_args(texts, src)).stdout)[0]  # 20 rows/chunk
+    # An interrupted extraction of the same key at the destination, 40 rows per chunk.
+    other = json.loads(run_cli(runner, extract_args(texts, str(tmp_path / "tmp"),
+                                                    "--chunk-rows", "40")).stdout)[0]
+    assert other["key"] == out["key"]
+    import shutil
+
+    shutil.copytree(other["path"], Path(dst) / Path(other["path"]).name)
+    meta_file = Path(dst) / Path(other["path"]).name / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    meta["attributes"]["featstore"]["complete"] = False
+    meta_file.write_text(json.dumps(meta))
+    res = json.loads(run_cli(runner, ["copy", src, dst, "--json"]).stdout)
+    assert res[0]["status"] == "copied" and res[0]["verified"]
+    assert files_of(src) == files_of(dst)
+
+
+def test_unpack_refuses_a_set_under_another_keys_name(runner, texts, plugin_env, tmp_path):
+    src = str(tmp_path / "src")
+    a = json.loads(run_cli(runner, extract_args(texts, src)).stdout)[0]
+    b = json.loads(run_cli(runner, extract_args(texts, src, "--limit", "50")).stdout)[0]
+    good, bad = tmp_path / "good.zip", tmp_path / "bad.zip"
+    run_cli(runner, ["pack", src, str(good), "--key", b["key"]])
+    # Rename b's set to a's key, manifest included: a poisoned cache if it were accepted.
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(bad, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename == "featstore-pack.json":
+                data = data.replace(b["key"].encode(), a["key"].encode())
+            zout.writestr(info.filename.replace(b["key"], a["key"]), data)
+    dst = tmp_path / "dst"
+    res = runner.invoke(cli, ["unpack", str(bad), str(dst)])
+    assert res.exit_code == 1 and "refusing to store it under another key's name" in res.output
+    assert Root(dst).entries() == []
+
+
+def test_a_bucket_typo_is_an_error_not_a_new_bucket(runner, texts, plugin_env, s3_root, tmp_path):
+    import s3fs
+
+    src = str(tmp_path / "src")
+    run_cli(runner, extract_args(texts, src))
+    res = runner.invoke(cli, ["copy", src, "s3://no-such-bucket-x1/features"])
+    assert res.exit_code == 1 and "The bucket does not exist" in res.output
+    assert not s3fs.S3FileSystem(skip_instance_cache=True).exists("no-such-bucket-x1")
+
+
+def test_pack_unpack_and_ls_mistakes_are_explained(runner, texts, plugin_env, tmp_path):
+    src = str(tmp_path / "src")
+    out = json.loads(run_cli(runner, extract_args(texts, src)).stdout)[0]
+    cases = [
+        (["pack", src, str(_unwritable().parent / "x.zip")], "Choose a place you can write to"),
+        (["pack", src, str(tmp_path / "nodir" / "x.zip")], "does not exist; create it first"),
+        (["pack", src, "s3://bucket/x.zip"], "pack writes a local zip file"),
+        (["pack", src, str(tmp_path / "y.zip"), "--backbone", "nope"], "match the filters"),
+        (["unpack", "s3://bucket/x.zip", src], "download it first"),
+    ]
+    for args, says in cases:
+        res = runner.invoke(cli, args)
+        assert res.exit_code == 1 and says in res.output, (args, res.output)
+    zip_path = tmp_path / "ok.zip"
+    run_cli(runner, ["pack", src, str(zip_path)])
+    res = runner.invoke(cli, ["unpack", str(zip_path), str(zip_path)])  # root is a file
+    assert res.exit_code == 1 and "is a file, not a folder" in res.output
+    assert "match the filters (1 in all)" in run_cli(runner, ["ls", src, "--dataset", "x"]).stdout
+    assert out["key"] in run_cli(runner, ["ls", src, "--key", out["key"][:6]]).stdout

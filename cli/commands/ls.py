@@ -11,7 +11,7 @@ from ..options import echo_json, human_bytes, json_option, table
 @click.argument("root", default="features")
 @click.option("--backbone", help="Only feature sets whose backbone id contains this.")
 @click.option("--dataset", help="Only feature sets whose data set name contains this.")
-@click.option("--prefix", help="Only keys starting with this.")
+@click.option("-k", "--key", "--prefix", "prefix", help="Only keys starting with this.")
 @json_option
 def ls(root: str, backbone: str | None, dataset: str | None, prefix: str | None,
        as_json: bool) -> None:
@@ -19,14 +19,21 @@ def ls(root: str, backbone: str | None, dataset: str | None, prefix: str | None,
     from featstore.errors import StoreNotFoundError
     from featstore.store import Root, location
 
-    if not location.as_path(root).is_dir():
+    path = location.as_path(root)
+    if location.protocol(path) in location.BUCKET_PROTOCOLS:
+        location.makedirs(path)  # only checks that the bucket exists: a clear error if not
+    if not path.is_dir():
         raise StoreNotFoundError(f"Root {root} does not exist. Create one with `featstore extract --root {root} ...`.")
     rows = [e.summary() for e in Root(root).entries(backbone=backbone, dataset=dataset, prefix=prefix)]
     if as_json:
         echo_json(rows)
         return
     if not rows:
-        click.echo(f"No feature sets in {root}.")
+        if backbone or dataset or prefix:
+            total = len(Root(root).entries())
+            click.echo(f"No feature sets in {root} match the filters ({total} in all).")
+        else:
+            click.echo(f"No feature sets in {root}.")
         return
     for r in rows:
         r["shape"] = "x".join(str(x) for x in (r["n_samples"], r["n_views"] if (r["n_views"] or 1) > 1 else None, r["n_features"]) if x)

@@ -68,11 +68,17 @@ token_file_option = click.option("--token-file", type=click.Path(dir_okay=False)
               help="Queued + running jobs per token at most; more are refused with 429.")
 @click.option("--max-request-bytes", type=int, default=65536, show_default=True,
               help="Largest request body; larger ones are refused with 413.")
+@click.option("--max-jobs-per-request", type=int, default=100, show_default=True,
+              help="Jobs (backbones x data sets x splits) one request may make; more: 400.")
 @click.option("--keep-backbones", type=int, default=3, show_default=True,
               help="Backbones a worker keeps loaded (least recently used ones are dropped).")
+@click.option("--allow-plugin", "allow_plugins", multiple=True, metavar="MODULE",
+              help="Allow `MODULE:function` backbone plugins from this module (repeatable). "
+                   "Plugins run code on the server, so none are allowed by default.")
 def serve(root: str, devices: str, host: str, port: int, tokens_file: str | None,
           queue_path: str | None, lease_seconds: float, max_attempts: int, max_queue: int,
-          max_per_token: int, max_request_bytes: int, keep_backbones: int) -> None:
+          max_per_token: int, max_request_bytes: int, max_jobs_per_request: int,
+          keep_backbones: int, allow_plugins: tuple[str, ...]) -> None:
     """Run the extraction service: an HTTP JSON API, a persistent job queue and one
     worker process per device, all extracting into ROOT.
 
@@ -91,7 +97,8 @@ def serve(root: str, devices: str, host: str, port: int, tokens_file: str | None
                         port=port, queue=queue_path, lease_seconds=lease_seconds,
                         max_attempts=max_attempts, max_queue=max_queue,
                         max_per_token=max_per_token, max_request_bytes=max_request_bytes,
-                        keep_backbones=keep_backbones)
+                        max_jobs_per_request=max_jobs_per_request,
+                        keep_backbones=keep_backbones, allow_plugins=tuple(allow_plugins))
     service = Service(cfg, say=click.echo,
                       warn=lambda m: click.secho(m, fg="yellow", err=True))
     service.run()

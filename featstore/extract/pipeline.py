@@ -19,7 +19,7 @@ from ..errors import (ConfigError, DimensionMismatchError, SampleLoadError, Stor
                       StoreIncompleteError)
 from ..store import FeatureStore, Root, create_store, location, open_store, schema
 from ..store._hdf5 import PARTIAL
-from ..store.lease import Lease
+from ..store.lease import Lease, LeaseLostError
 from . import loader
 from .config import ExtractConfig
 from .writer import ChunkWriter
@@ -145,32 +145,39 @@ def _cached(path: Any, base: dict[str, Any], t0: float) -> ExtractResult | None:
     if not path.exists():
         return None
     try:
-        with open_store(path) as done:
-            return ExtractResult(**base, shape=list(done.shape), cached=True,
-                                 n_invalid=int((~done.valid).sum()),
-                                 seconds=time.perf_counter() - t0)
+        done = open_store(path)
     except (StoreIncompleteError, StoreCorruptError):
         return None  # resume it, or start again if it cannot be read
+    with done:
+        if done.key != base["key"]:
+            raise StoreCorruptError(
+                f"{path} holds the feature set of key {done.key}, not {base['key']}: it was "
+                "renamed or unpacked under a wrong name. Remove it with `featstore rm`.")
+        return ExtractResult(**base, shape=list(done.shape), cached=True,
+                             n_invalid=int((~done.valid).sum()),
+                             seconds=time.perf_counter() - t0)
 
 
-def _acquire(lease: Lease, path: Any, base: dict[str, Any], t0: float) -> ExtractResult | None:
+def _acquire(lease: Lease, path: Any, base: dict[str, Any], t0: float, *,
+             reuse: bool = True) -> ExtractResult | None:
     """Hold ``lease``; while another live writer holds it, wait for it to finish.
 
-    Returns the cached result if the other writer completed the set meanwhile, None
-    once this process holds the lease (a dead writer's lease is taken over when it
-    expires, and the extraction resumes from its committed chunks).
+    Returns the cached result if the other writer completed the set meanwhile (unless
+    ``reuse`` is False: ``--force`` waits for the lease itself), None once this
+    process holds the lease (a dead writer's lease is taken over once it has gone
+    unrenewed for its duration, and the extraction resumes from its committed chunks).
     """
-    poll = min(2.0, lease.seconds / 4)
     told = None
     while not lease.acquire():
         holder = lease.holder()
         if holder is not None and holder.generation != told:
-            log.warning("%s %s/%s (key %s) is being extracted by %s; waiting for it "
-                        "(its result is reused).", base["backbone"], base["dataset"],
-                        base["split"], base["key"], holder.describe())
+            log.warning("%s %s/%s (key %s) is being extracted by %s; waiting for it (its "
+                        "result is reused; if it has died, its lease is taken over after "
+                        "%.0f s without renewal).", base["backbone"], base["dataset"],
+                        base["split"], base["key"], holder.describe(), holder.seconds)
             told = holder.generation
-        time.sleep(poll)
-        hit = _cached(path, base, t0)
+        time.sleep(min(2.0, (holder.seconds if holder else lease.seconds) / 6))
+        hit = _cached(path, base, t0) if reuse else None
         if hit is not None:
             hit.waited_seconds = round(time.perf_counter() - t0, 3)
             return hit
@@ -202,24 +209,34 @@ def extract_one(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
     location.makedirs(root.path)
     # One writer per key, across processes and machines sharing the root.
     lease = Lease(root.path, key, seconds=cfg.lease_seconds)
-    waited = _acquire(lease, path, base, t0)
-    if waited is not None and not cfg.force:
-        return waited
-    try:
-        result = _extract_locked(backbone, samples, cfg, device, lease, path, key, inputs,
-                                 base, t0)
-    except BaseException:
-        lease.release()
-        raise
-    lease.release(remove=True)
-    return result
+    force = cfg.force
+    while True:
+        waited = _acquire(lease, path, base, t0, reuse=not force)
+        if waited is not None:
+            return waited
+        try:
+            result = _extract_locked(backbone, samples, cfg, device, lease, path, key, inputs,
+                                     base, t0, force=force)
+        except LeaseLostError as err:
+            # Another writer took over (this one stalled): wait for it and reuse its
+            # result instead of failing; committed chunks are never lost.
+            lease.release()
+            log.warning("%s Waiting for the new writer instead.", err)
+            force = False
+            continue
+        except BaseException:
+            lease.release()
+            raise
+        lease.release(remove=True)
+        return result
 
 
 def _extract_locked(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
                     device: torch.device, lease: Lease, path: Any, key: str,
-                    inputs: dict[str, Any], base: dict[str, Any], t0: float) -> ExtractResult:
+                    inputs: dict[str, Any], base: dict[str, Any], t0: float, *,
+                    force: bool) -> ExtractResult:
     """Extract (or resume) one feature set while holding its lease."""
-    if cfg.force:
+    if force:
         _remove(path)
         _remove(location.with_suffix_added(path, PARTIAL))
     else:

@@ -281,16 +281,19 @@ class JobQueue:
                  now, chunks or None, chunks or None, job_id, owner))
             return bool(cur.rowcount)
 
-    def fail(self, job_id: int, owner: str, error: str, *, retry_delay: float = 1.0) -> str | None:
+    def fail(self, job_id: int, owner: str, error: str, *, retry_delay: float = 1.0,
+             permanent: bool = False) -> str | None:
         """Record a failed attempt: back to the queue (after ``retry_delay`` × attempts
-        seconds) while attempts remain, else ``failed``. Returns the new state."""
+        seconds) while attempts remain, else ``failed``; ``permanent`` errors (bad
+        options or data: a retry would fail the same way) fail at once. Returns the new
+        state."""
         now = time.time()
         with self._write() as db:
             row = db.execute("SELECT attempts, max_attempts FROM jobs WHERE id = ? AND "
                              "lease_owner = ? AND state = 'running'", (job_id, owner)).fetchone()
             if row is None:
                 return None
-            if row["attempts"] >= row["max_attempts"]:
+            if permanent or row["attempts"] >= row["max_attempts"]:
                 db.execute("UPDATE jobs SET state = 'failed', error = ?, last_error = ?, "
                            "finished_at = ?, updated_at = ?, lease_expires = NULL WHERE id = ?",
                            (error, error, now, now, job_id))

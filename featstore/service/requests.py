@@ -66,11 +66,15 @@ def parse_body(body: bytes) -> dict[str, Any]:
     return data
 
 
-def expand(options: dict[str, Any], root: str, *, cwd: Path | None = None) -> list[JobRequest]:
+def expand(options: dict[str, Any], root: str, *, cwd: Path | None = None,
+           allow_plugins: tuple[str, ...] = (), max_jobs: int = 100) -> list[JobRequest]:
     """Validate ``options`` (as for `featstore extract`) and return one request per job.
 
-    Relative paths are read from ``cwd`` (the server's working folder). Raises
-    :class:`ConfigError` with what was expected.
+    Relative paths are read from ``cwd`` (the server's working folder). Repeated
+    backbones, data sets or splits count once; a request that would make more than
+    ``max_jobs`` jobs is refused before any work. ``module:function`` plugins are
+    accepted only from the modules in ``allow_plugins`` (they run code on the server).
+    Raises :class:`ConfigError` with what was expected.
     """
     from ..extract.config import ExtractConfig
 
@@ -98,6 +102,13 @@ def expand(options: dict[str, Any], root: str, *, cwd: Path | None = None) -> li
         raise ConfigError(f"Invalid job options: {err}. Expected e.g. {EXAMPLE}.") from err
     if not cfg.splits:
         raise ConfigError("The 'splits' option must name at least one split, e.g. [\"train\"].")
+    for name in ("backbones", "datasets", "splits"):
+        setattr(cfg, name, list(dict.fromkeys(getattr(cfg, name))))  # repeats count once
+    n_jobs = len(cfg.backbones) * len(cfg.datasets) * len(cfg.splits)
+    if n_jobs > max_jobs:
+        raise ConfigError(f"This request would make {n_jobs} jobs (backbones x data sets x "
+                          f"splits); this service takes at most {max_jobs} per request "
+                          "(serve --max-jobs-per-request). Send several smaller requests.")
     base = cfg.as_dict()
     for name in (*SERVER_OWNED, *IGNORED):
         base.pop(name, None)
@@ -105,7 +116,7 @@ def expand(options: dict[str, Any], root: str, *, cwd: Path | None = None) -> li
     base["weights"] = weights[0] if weights else None
     out = []
     for spec in cfg.backbones:
-        backbone = _backbone(spec)
+        backbone = _backbone(spec, allow_plugins)
         group = {"backbone": backbone, "weights": weights[1] if weights else None,
                  "pretrained": cfg.pretrained, "image_size": cfg.image_size,
                  "pooling": cfg.pooling}
@@ -162,8 +173,8 @@ def _check_types(data: dict[str, Any]) -> None:
                                          "\"body\"}")
 
 
-def _backbone(spec: str) -> str:
-    """The canonical spec; plugins must be importable on the server."""
+def _backbone(spec: str, allow_plugins: tuple[str, ...] = ()) -> str:
+    """The canonical spec; plugins must be allowed (serve --allow-plugin) and importable."""
     from ..backbones import SCHEMES
     from ..backbones.builtin import BUILTINS
 
@@ -177,6 +188,12 @@ def _backbone(spec: str) -> str:
                           f"({', '.join(BUILTINS)}) or a spec timm:NAME, hf:PATH, st:PATH, "
                           "openai:MODEL or module:function.")
     if scheme not in SCHEMES:
+        if scheme not in allow_plugins:
+            allowed = ", ".join(allow_plugins) or "none"
+            raise ConfigError(f"Backbone plugin {spec}: plugins run code on the server, and "
+                              f"this service allows plugins from: {allowed}. Ask its operator "
+                              f"to start it with `--allow-plugin {scheme}`, or use a built-in "
+                              "backbone or timm:/hf:/st:/openai: spec.")
         try:
             found = importlib.util.find_spec(scheme) is not None
         except (ImportError, ValueError):

@@ -64,7 +64,9 @@ class ServiceConfig:
     max_queue: int = 1000
     max_per_token: int = 50
     max_request_bytes: int = 65536
+    max_jobs_per_request: int = 100
     keep_backbones: int = 3
+    allow_plugins: tuple[str, ...] = ()   # modules whose module:function backbones may run
 
     def validate(self) -> None:
         def bad(name: str, expected: str, got: Any) -> ConfigError:
@@ -75,7 +77,8 @@ class ServiceConfig:
             raise bad("port", "in [0, 65535]", self.port)
         if self.lease_seconds < 1:
             raise bad("lease-seconds", "at least 1", self.lease_seconds)
-        for name in ("max_attempts", "max_queue", "max_per_token", "keep_backbones"):
+        for name in ("max_attempts", "max_queue", "max_per_token", "keep_backbones",
+                     "max_jobs_per_request"):
             if getattr(self, name) < 1:
                 raise bad(name.replace("_", "-"), "at least 1", getattr(self, name))
         if self.max_request_bytes < 1024:
@@ -292,7 +295,9 @@ class Service:
                 "jobs": self.queue.counts()}
 
     def submit(self, body: bytes, token_name: str) -> tuple[int, dict[str, Any]]:
-        requests = expand(parse_body(body), self.root, cwd=self.cwd)
+        requests = expand(parse_body(body), self.root, cwd=self.cwd,
+                          allow_plugins=self.cfg.allow_plugins,
+                          max_jobs=self.cfg.max_jobs_per_request)
         answers = self.queue.submit(requests, submitted_by=token_name,
                                     max_attempts=self.cfg.max_attempts,
                                     max_queue=self.cfg.max_queue,

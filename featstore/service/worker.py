@@ -23,7 +23,6 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -73,11 +72,11 @@ class Heartbeat(threading.Thread):
         """(committed chunks, chunks) of the store being written, if it can be read."""
         if self.store_path is None:
             return None
-        from ..store import open_store
+        from ..store import location, open_store
         from ..store._hdf5 import PARTIAL
 
-        partial = Path(self.store_path + PARTIAL)
-        target = partial if partial.exists() else Path(self.store_path)
+        partial = location.as_path(self.store_path + PARTIAL)
+        target = partial if partial.exists() else location.as_path(self.store_path)
         if not target.exists():
             return None
         try:
@@ -158,9 +157,12 @@ class Worker:
             self.in_job = False
             log.error("job %d failed on attempt %d of %d:\n%s", job_id, job["attempts"],
                       job["max_attempts"], traceback.format_exc().rstrip())
-            state = self.queue.fail(job_id, owner, _message(err), retry_delay=RETRY_DELAY)
+            state = self.queue.fail(job_id, owner, _message(err), retry_delay=RETRY_DELAY,
+                                    permanent=isinstance(err, PERMANENT))
             log.info("job %d: %s", job_id, {"queued": "queued again for another attempt",
-                                            "failed": "failed, no attempts left"}.get(
+                                            "failed": "failed (no attempts left, or an error "
+                                                      "of its options or data that a retry "
+                                                      "would meet again)"}.get(
                                                 state or "", "no longer ours"))
         finally:
             self.in_job = False
@@ -246,9 +248,18 @@ class Worker:
         except Exception:
             log.debug("cannot tell the key in advance", exc_info=True)
             return None, None
-        if "://" in self.root:
-            return key, None
         return key, str(Root(self.root).path_for(key, cfg.format))
+
+
+def _permanent_errors() -> tuple[type[BaseException], ...]:
+    from .. import errors as e
+
+    return (e.ConfigError, e.DataError, e.UnknownBackboneError, e.UnknownDatasetError,
+            e.MissingAssetError, e.MissingDependencyError, e.DimensionMismatchError)
+
+
+#: Errors a retry would meet again (the job's options or data): no more attempts.
+PERMANENT = _permanent_errors()
 
 
 def _message(err: BaseException) -> str:

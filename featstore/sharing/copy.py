@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -108,35 +109,41 @@ def copy_set(entry: Entry, dst_root: Root, *, dry_run: bool = False, progress: b
     """Copy one complete set; resumes a partial copy; verifies before marking complete."""
     dst = dst_root.path_for(entry.key, entry.format)
     result = CopyResult(entry.key, str(entry.path), str(dst), "copied")
-    try:
-        with open_store(dst):
-            result.status, result.verified = "up to date", True
-            result.files = len(_listing(dst))
-            return result
-    except FeatstoreError:
-        pass  # absent, or a partial copy to finish
+    if entry.metadata.get("key") != entry.key:
+        result.status = "skipped"
+        result.reason = (f"its metadata says key {entry.metadata.get('key')}, not its name: it "
+                         "was renamed by hand; not copied")
+        return result
+    if _up_to_date(dst, result):
+        return result
     src_files = _listing(entry.path)
     result.files = len(src_files)
-    have = _listing(dst) if entry.format == "zarr" else {}
-    todo = sorted(n for n, size in src_files.items() if have.get(n) != size and n != GROUP_META)
-    if entry.format == "zarr":
-        todo.append(GROUP_META)  # always last; rewritten so the set is checked first
     if dry_run:
+        todo = _plan(entry, dst, src_files)
         result.status = "would copy"
         result.missing = todo[:20]
         result.files_copied = len(todo)
         result.bytes_copied = sum(src_files[n] for n in todo)
         return result
     location.makedirs(dst_root.path)
+    # The destination key's lease: no extraction, copy or unpack of it runs meanwhile.
     lease = Lease(dst_root.path, entry.key, seconds=lease_seconds)
-    if not lease.acquire():
-        holder = lease.holder()
-        result.status = "busy"
-        result.reason = (f"{dst} is being written by {holder.describe() if holder else 'someone'}; "
-                         "copy it again when that finishes")
-        return result
+    told = False
+    while not lease.acquire():
+        if _up_to_date(dst, result):
+            return result  # the writer there finished it
+        if not told:
+            holder = lease.holder()
+            log.warning("%s is being written by %s; waiting for it.", dst,
+                        holder.describe() if holder else "another process")
+            told = True
+        time.sleep(1.0)
     lease.start_heartbeat()
     try:
+        if _up_to_date(dst, result):
+            lease.release()
+            return result
+        todo = _plan(entry, dst, src_files)
         if entry.format == "zarr":
             _copy_zarr(entry, dst, todo, src_files, result, progress, lease)
         else:
@@ -146,6 +153,47 @@ def copy_set(entry: Entry, dst_root: Root, *, dry_run: bool = False, progress: b
         raise
     lease.release(remove=True)
     return result
+
+
+def _up_to_date(dst: Any, result: CopyResult) -> bool:
+    """True (and ``result`` says so) if ``dst`` already holds the complete set."""
+    try:
+        with open_store(dst) as there:
+            if there.key != result.key:
+                raise StoreCorruptError(
+                    f"{dst} holds key {there.key}, not {result.key} (renamed by hand). "
+                    "Remove it with `featstore rm`, then copy again.")
+    except StoreCorruptError:
+        raise
+    except FeatstoreError:
+        return False  # absent, or a partial copy to finish
+    result.status = "up to date"
+    result.files = len(_listing(dst))
+    return True
+
+
+def _plan(entry: Entry, dst: Any, src_files: dict[str, int]) -> list[str]:
+    """The files to send, group metadata last.
+
+    Chunk files of ``features`` and ``valid`` already at the destination with the
+    source's size are kept (``verify`` checks them against the recorded sha256
+    afterwards); every other file is small and always sent. A partial destination
+    with another array layout (other chunk rows or codec) is not resumed but replaced.
+    """
+    if entry.format != "zarr":
+        return [""]
+    have = _listing(dst)
+    for array in (schema.FEATURES, schema.VALID):
+        meta = f"{array}/zarr.json"
+        if meta in have and location.join(dst, meta).read_bytes() != \
+                location.join(entry.path, meta).read_bytes():
+            log.warning("%s holds a partial set with another layout; replacing it", dst)
+            location.remove(dst)
+            have = {}
+            break
+    todo = sorted(n for n, size in src_files.items() if n != GROUP_META and not (
+        _covered_by_chunk_checksums(n) and have.get(n) == size))
+    return todo + [GROUP_META]  # always last; first written as incomplete
 
 
 def _bar(total: int, desc: str, progress: bool) -> Any:
@@ -200,7 +248,11 @@ def _copy_zarr(entry: Entry, dst: Any, todo: list[str], src_files: dict[str, int
         meta = json.loads(final)
         meta.setdefault("attributes", {}).setdefault(schema.META_ATTR, {})["complete"] = False
         location.put_atomic(location.join(dst, GROUP_META), json.dumps(meta, indent=2).encode())
-        _verify(dst)
+        try:
+            _verify(dst)
+        except StoreCorruptError:
+            location.remove(dst)  # a rerun starts from scratch, not from damaged files
+            raise
         lease.check()
         bar.update(_copy_one(location.join(entry.path, GROUP_META),
                              location.join(dst, GROUP_META), final))
@@ -234,5 +286,8 @@ def _verify(path: Any) -> None:
     if report.missing or report.mismatched or report.problems:
         raise StoreCorruptError(
             f"{path}: after the copy, chunks {(report.missing + report.mismatched)[:10]} do not "
-            f"match their checksums ({'; '.join(report.problems[:3]) or 'bytes differ'}). The "
-            "source may be damaged: run `featstore verify` on it. The copy is left incomplete.")
+            f"match the checksums recorded at the source "
+            f"({'; '.join(report.problems[:3]) or 'bytes differ'}). Run `featstore verify` on "
+            "the source: if it fails, the source is damaged; if it passes, the transfer was, "
+            "and rerunning the copy sends everything again. Nothing at the destination reads "
+            "as complete.")

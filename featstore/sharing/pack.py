@@ -15,15 +15,17 @@ import hashlib
 import json
 import re
 import stat
+import time
 import uuid
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import DataError, FeatstoreError, StoreCorruptError
+from ..errors import DataError, FeatstoreError, ReadOnlyStoreError, StoreCorruptError
 from ..keys import now_iso
 from ..store import Root, location, open_store
+from ..store.lease import Lease
 from .copy import _listing, select
 
 MANIFEST = "featstore-pack.json"
@@ -46,14 +48,26 @@ class PackedSet:
 def pack(root: Any, out: str | Path, *, keys: tuple[str, ...] = (), backbone: str | None = None,
          dataset: str | None = None) -> list[PackedSet]:
     """Write the complete sets of ``root`` (or those selected) into the zip ``out``."""
+    if location.is_url(out):
+        raise FeatstoreError(f"pack writes a local zip file, not {out}. Pack to a local path, "
+                             "then send it as you like (or `featstore copy` to share a root).")
     out = Path(out)
     if out.exists():
         raise FeatstoreError(f"{out} exists; choose another name or remove it first.")
+    if not out.parent.is_dir():
+        raise FeatstoreError(f"The folder {out.parent} does not exist; create it first.")
     entries = [e for e in select(Root(root), keys=keys, backbone=backbone, dataset=dataset)
                if e.complete]
     if not entries:
-        raise FeatstoreError(f"No complete feature sets to pack in {root}.")
+        raise FeatstoreError(f"No complete feature sets in {root}"
+                             + (" match the filters" if keys or backbone or dataset else "")
+                             + f". See `featstore ls {root}`.")
     partial = out.with_name(out.name + ".partial")
+    try:
+        partial.touch()
+    except OSError as err:
+        raise ReadOnlyStoreError(f"Cannot write {out}: {err.strerror}. Choose a place you can "
+                                 "write to.") from err
     packed, manifest = [], {"format": "featstore-pack", "version": PACK_VERSION,
                             "created_at": now_iso(), "sets": [], "files": {}}
     try:
@@ -104,6 +118,19 @@ def check_members(zf: zipfile.ZipFile) -> dict[str, Any]:
     if manifest.get("format") != "featstore-pack" or manifest.get("version", 0) > PACK_VERSION:
         raise DataError(f"{zf.filename}: unknown pack format/version {manifest.get('version')}; "
                         "upgrade featstore.")
+    names = set()
+    for s in manifest.get("sets", []):
+        name, key, fmt = s.get("name", ""), s.get("key", ""), s.get("format")
+        suffix = {"zarr": ".zarr", "hdf5": ".h5"}.get(fmt)
+        if not _SET_NAME.fullmatch(name) or suffix is None or name != f"{key}{suffix}":
+            raise DataError(f"Refusing {zf.filename}: its manifest names a set {name!r} "
+                            f"(key {key!r}, format {fmt!r}); expected <key>.zarr or <key>.h5.")
+        names.add(name)
+    for i in zf.infolist():
+        top = PurePosixPath(i.filename).parts[0]
+        if i.filename != MANIFEST and top not in names:
+            raise DataError(f"Refusing {zf.filename}: member {i.filename!r} belongs to no set "
+                            "of its manifest.")
     listed = set(manifest.get("files", {}))
     present = {i.filename for i in zf.infolist()
                if i.filename != MANIFEST and not i.filename.endswith("/")}
@@ -115,6 +142,8 @@ def check_members(zf: zipfile.ZipFile) -> dict[str, Any]:
 
 def unpack(pack_file: str | Path, root: Any) -> list[PackedSet]:
     """Unpack into ``root``; sets already complete there are left as they are."""
+    if location.is_url(pack_file):
+        raise FeatstoreError(f"unpack reads a local zip file, not {pack_file}: download it first.")
     pack_file = Path(pack_file)
     if not pack_file.is_file():
         raise FeatstoreError(f"No pack file at {pack_file}.")
@@ -132,7 +161,8 @@ def unpack(pack_file: str | Path, root: Any) -> list[PackedSet]:
             copied = {r.key: r for r in copy_root(tmp, root_path, keys=tuple(s.key for s in local),
                                                   progress=False)}
         return [PackedSet(s.key, s.name, s.files, s.bytes,
-                          "present" if copied[s.key].status == "up to date" else "unpacked")
+                          {"up to date": "present", "copied": "unpacked"}.get(
+                              copied[s.key].status, copied[s.key].status))
                 for s in local]
     try:
         zf = zipfile.ZipFile(pack_file)
@@ -153,6 +183,10 @@ def unpack(pack_file: str | Path, root: Any) -> list[PackedSet]:
             except FeatstoreError:
                 pass
             staging = location.join(root_path, f".unpack-{uuid.uuid4().hex[:8]}-{name}")
+            # The key's lease: no extraction or copy of this key runs while we write it.
+            lease = Lease(root_path, s["key"])
+            while not lease.acquire():
+                time.sleep(1.0)
             try:
                 for n in members:
                     data = zf.read(n)
@@ -163,13 +197,24 @@ def unpack(pack_file: str | Path, root: Any) -> list[PackedSet]:
                     location.put_atomic(location.join(staging, rel) if rel else staging, data)
                 with open_store(staging) as store:
                     report = store.verify()
+                    stored_key = store.key
+                if stored_key != s["key"]:
+                    raise StoreCorruptError(f"{pack_file}: {name} holds the set of key "
+                                            f"{stored_key}; refusing to store it under another "
+                                            "key's name.")
                 if not report.ok:
                     raise StoreCorruptError(f"{pack_file}: {name} fails its chunk checksums "
                                             f"({report.as_dict()}).")
-                location.remove(final)  # an incomplete leftover of the same key
-                fs, p = location.fs_and_path(staging)
-                fs.mv(p, location.fs_and_path(final)[1], recursive=True)
+                status = "unpacked"
+                try:
+                    with open_store(final):
+                        status = "present"  # finished by a writer while we unpacked
+                except FeatstoreError:
+                    location.remove(final)  # an incomplete leftover of the same key
+                    fs, p = location.fs_and_path(staging)
+                    fs.mv(p, location.fs_and_path(final)[1], recursive=True)
             finally:
                 location.remove(staging)
-            out.append(PackedSet(s["key"], name, len(members), size, "unpacked"))
+                lease.release(remove=True)
+            out.append(PackedSet(s["key"], name, len(members), size, status))
     return out

@@ -10,14 +10,19 @@ not both compute it. The writer holds a lease in the root,
 * the holder **renews** its own file (a heartbeat thread, every third of the lease);
 * a lease whose holder stopped renewing (killed, machine gone) **expires** and the
   next writer takes it over by creating the next generation; the old holder, if it
-  wakes up, sees a newer generation at its next renewal and stops writing
-  (:class:`LeaseLostError`);
+  wakes up, finds at its next renewal that its file is no longer the newest or no
+  longer its own (the token differs) and stops writing (:class:`LeaseLostError`); it
+  also stops by itself once its last successful renewal is a lease period old;
 * on success the holder removes the lease folder.
 
 Only the highest generation counts, so no file is ever overwritten by anyone but
-its owner and no compare-and-swap is needed beyond "create if absent". Expiry uses
-the wall clocks of the machines involved: keep them in sync (NTP) to well under the
-lease duration (60 s by default).
+its owner and no compare-and-swap is needed beyond "create if absent".
+
+Expiry is judged by the *waiter's own* monotonic clock, never by comparing clocks of
+two machines: a lease counts as expired once the waiter has seen its file unchanged
+(no renewal) for the holder's lease duration. Clock skew between machines therefore
+cannot make a live lease look expired. A holder on the same machine (same boot, same
+PID namespace) whose process is gone is taken over at once.
 """
 
 from __future__ import annotations
@@ -46,26 +51,22 @@ class LeaseLostError(FeatstoreError, RuntimeError):
 
 @dataclass
 class LeaseInfo:
-    """What a lease file says: who holds it and until when."""
+    """What a lease file says: who holds it, how long it lasts, its latest renewal."""
 
     generation: int
     owner: str
     host: str
     pid: int
-    expires_at: float
+    seconds: float
+    beat: int
+    token: str = ""
+    machine: str = ""
     released: bool = False
 
-    @property
-    def live(self) -> bool:
-        """Unexpired, unreleased, and not held by a process known to be dead."""
-        if self.released or self.expires_at <= time.time():
-            return False
-        return not self._dead_here()
-
-    def _dead_here(self) -> bool:
-        """True if the holder ran on this machine and its process is gone (kill -9):
-        its lease need not be waited out."""
-        if self.host != socket.gethostname() or self.pid <= 0:
+    def dead_here(self) -> bool:
+        """The holder ran on this machine (same boot and PID namespace) and its process
+        is gone (kill -9): its lease need not be waited out."""
+        if not self.machine or self.machine != _machine() or self.pid <= 0:
             return False
         try:
             os.kill(self.pid, 0)
@@ -76,9 +77,7 @@ class LeaseInfo:
         return False
 
     def describe(self) -> str:
-        left = self.expires_at - time.time()
-        return (f"{self.owner} (pid {self.pid} on {self.host}), lease "
-                + (f"expires in {left:.0f} s" if left > 0 else f"expired {-left:.0f} s ago"))
+        return f"{self.owner} (pid {self.pid} on {self.host})"
 
 
 def _owner() -> str:
@@ -91,14 +90,26 @@ def _owner() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def _machine() -> str:
+    """This boot of this machine and this PID namespace: where a pid means one process."""
+    parts = [socket.gethostname()]
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            parts.append(f.read().strip())
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        return ""  # not Linux: never declare a holder dead by its pid
+    return ":".join(parts)
+
+
 class Lease:
     """A renewable, expiring claim on one key of a root.
 
     >>> lease = Lease("features", "3fa2c1d09b7e4a55", seconds=60)   # doctest: +SKIP
     >>> if lease.acquire():
-    ...     with lease.heartbeat():
-    ...         ...  # write; call lease.check() before each commit
-    ...     lease.release()
+    ...     lease.start_heartbeat()
+    ...     ...  # write; call lease.check() before each commit
+    ...     lease.release(remove=True)
     """
 
     def __init__(self, root: Any, key: str, *, seconds: float = 60.0):
@@ -109,6 +120,10 @@ class Lease:
         self.seconds = float(seconds)
         self.token = uuid.uuid4().hex
         self.generation: int | None = None
+        self._beats = 0
+        self._valid_until = 0.0  # monotonic: this writer may write until then
+        self._seen: tuple[int, int, str] | None = None  # (generation, beat, token) last seen
+        self._seen_since = 0.0                            # monotonic time it was first seen
         self._lost = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -132,24 +147,41 @@ class Lease:
             return None
         except ValueError:
             # Not written by featstore (its files appear whole, never half-written):
-            # an expired lease, so that a stray file can never block a key forever.
-            return LeaseInfo(generation, "unknown", "unknown", 0, 0.0)
-        return LeaseInfo(generation, data.get("owner", "?"), data.get("host", "?"),
-                         int(data.get("pid", 0)), float(data.get("expires_at", 0)),
-                         bool(data.get("released", False)))
+            # released, so that a stray file can never block a key forever.
+            return LeaseInfo(generation, "unknown", "unknown", 0, 0.0, 0, released=True)
+        return LeaseInfo(generation, str(data.get("owner", "?")), str(data.get("host", "?")),
+                         int(data.get("pid", 0)), float(data.get("seconds", self.seconds)),
+                         int(data.get("beat", 0)), str(data.get("token", "")),
+                         str(data.get("machine", "")), bool(data.get("released", False)))
 
     def holder(self) -> LeaseInfo | None:
         """The current (highest-generation) lease, live or not; None if there is none."""
         gens = self._generations()
         return self._read(gens[-1]) if gens else None
 
+    def expired(self, info: LeaseInfo) -> bool:
+        """Whether ``info`` (the current lease) may be taken over, by this process's clock:
+        released, its holder dead on this machine, or seen unrenewed for its duration."""
+        if info.released or info.dead_here():
+            return True
+        now = time.monotonic()
+        seen = (info.generation, info.beat, info.token)
+        if seen != self._seen:
+            self._seen, self._seen_since = seen, now
+            return False
+        return now - self._seen_since >= info.seconds
+
+    def waited_out(self) -> float:
+        """Seconds this process has seen the current lease unrenewed."""
+        return time.monotonic() - self._seen_since if self._seen else 0.0
+
     # -- writing -----------------------------------------------------------------------
     def _payload(self, *, released: bool = False) -> bytes:
         return json.dumps({
             "key": self.key, "token": self.token, "owner": _owner(),
-            "host": socket.gethostname(), "pid": os.getpid(),
-            "expires_at": 0.0 if released else time.time() + self.seconds,
-            "seconds": self.seconds, "released": released,
+            "host": socket.gethostname(), "pid": os.getpid(), "machine": _machine(),
+            "seconds": self.seconds, "beat": self._beats, "released": released,
+            "renewed_at": time.time(),  # for people reading the file; never compared
         }).encode()
 
     def acquire(self) -> bool:
@@ -157,14 +189,19 @@ class Lease:
         gens = self._generations()
         if gens:
             current = self._read(gens[-1])
-            if current is not None and current.live:
+            if current is not None and not self.expired(current):
                 return False
             if current is not None and not current.released:
-                log.warning("taking over the lease on %s from %s", self.key, current.describe())
+                log.warning("taking over the lease on %s from %s (%s)", self.key,
+                            current.describe(), "its process is gone" if current.dead_here()
+                            else f"not renewed for {self.waited_out():.0f} s")
         nxt = (gens[-1] + 1) if gens else 1
+        t0 = time.monotonic()
+        self._beats = 0
         if not location.create_exclusive(self._file(nxt), self._payload()):
             return False  # another writer won this generation
         self.generation = nxt
+        self._valid_until = t0 + self.seconds
         self._lost.clear()
         return True
 
@@ -172,22 +209,34 @@ class Lease:
         """Extend the lease; raise LeaseLostError if another writer has taken it over."""
         if self.generation is None:
             raise LeaseLostError(f"The lease on {self.key} is not held.")
+        t0 = time.monotonic()
         gens = self._generations()
-        if self.generation not in gens or gens[-1] > self.generation:
-            # Taken over — or taken over, finished and cleaned up by the successor.
+        mine = self._read(self.generation) if self.generation in gens else None
+        if mine is None or mine.token != self.token or gens[-1] > self.generation:
+            # Taken over — or taken over, finished and cleaned up (and maybe taken
+            # again at the same generation number: hence the token).
             self._lost.set()
-            newer = self._read(gens[-1]) if gens and gens[-1] > self.generation else None
+            newer = self._read(gens[-1]) if gens else None
+            who = newer.describe() if newer is not None and newer.token != self.token \
+                else "another writer"
             raise LeaseLostError(
-                f"The lease on {self.key} was taken over by "
-                f"{newer.describe() if newer else 'another writer'}: this writer was too slow "
-                "to renew it (raise --lease-seconds for very slow storage).")
+                f"The lease on {self.key} was taken over by {who} after this writer "
+                f"stopped renewing it for {self.seconds:.0f} s (a stall, or slow storage: "
+                "raise --lease-seconds).")
+        self._beats += 1
         location.put_atomic(self._file(self.generation), self._payload())
+        self._valid_until = t0 + self.seconds
 
     def check(self) -> None:
-        """Raise LeaseLostError if the heartbeat found the lease taken over."""
+        """Raise LeaseLostError unless this writer still holds the lease: taken over, or
+        not renewed successfully for a lease period (another writer may take it now)."""
         if self._lost.is_set():
             raise LeaseLostError(
                 f"The lease on {self.key} was taken over by another writer; stopping.")
+        if time.monotonic() > self._valid_until:
+            raise LeaseLostError(
+                f"The lease on {self.key} was not renewed for {self.seconds:.0f} s (storage "
+                "errors or a stall), so another writer may hold it now; stopping.")
 
     def release(self, *, remove: bool = False) -> None:
         """Give the lease up; ``remove`` deletes the lease folder (the set is complete)."""
@@ -196,7 +245,9 @@ class Lease:
             return
         try:
             gens = self._generations()
-            if gens and gens[-1] == self.generation:
+            mine = self._read(self.generation) if self.generation in gens else None
+            if gens and gens[-1] == self.generation and mine is not None \
+                    and mine.token == self.token:
                 if remove:
                     location.remove(self.dir)
                     parent = location.as_path(self.dir).parent

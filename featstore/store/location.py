@@ -13,11 +13,12 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import threading
 import uuid
 from pathlib import Path
 from typing import Any, Union
 
-from ..errors import MissingDependencyError, ReadOnlyStoreError
+from ..errors import ConfigError, MissingDependencyError, ReadOnlyStoreError, StoreNotFoundError
 
 AnyPath = Union[Path, Any]  # Path or upath.UPath
 
@@ -111,18 +112,37 @@ def size_of(path: Any) -> int:
         return 0
 
 
+#: Protocols whose root folder is a bucket, which featstore never creates.
+BUCKET_PROTOCOLS = ("s3", "s3a", "gs", "gcs")
+
+
+def protocol(path: Any) -> str:
+    path = as_path(path)
+    return str(getattr(path, "protocol", "") or "file") if is_remote(path) else "file"
+
+
 def makedirs(path: Any) -> None:
-    """Create a root folder; object stores have no folders, so nothing to do there."""
+    """Create a root folder. On object stores there are no folders to create, and a
+    missing bucket is an error (a typo must not create a new bucket)."""
     path = as_path(path)
     if is_remote(path):
         fs, p = fs_and_path(path)
-        try:
+        if protocol(path) in BUCKET_PROTOCOLS:
+            bucket = p.strip("/").split("/", 1)[0]
+            try:
+                fs.info(bucket)  # unlike exists(), raises credential and network errors
+            except FileNotFoundError:
+                raise StoreNotFoundError(
+                    f"The bucket does not exist: {bucket!r} (for {path}). Create it, or check "
+                    "the URL's bucket name.") from None
+        else:
             fs.makedirs(p, exist_ok=True)
-        except (OSError, NotImplementedError):
-            pass  # buckets exist or not; a missing bucket fails on the first write
         return
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        raise ConfigError(f"The root {path} is a file, not a folder. Choose a folder (it is "
+                          "created if missing).") from err
     except OSError as err:
         if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise ReadOnlyStoreError(
@@ -155,6 +175,11 @@ def put_atomic(path: Any, data: bytes) -> None:
             tmp.unlink()
 
 
+#: Where create_exclusive is atomic: S3 conditional PUT (If-None-Match), memory (a lock).
+ATOMIC_CREATE = ("s3", "s3a", "memory")
+_MEMORY_LOCK = threading.Lock()
+
+
 def create_exclusive(path: Any, data: bytes) -> bool:
     """Create ``path`` holding ``data`` only if it does not exist; True if this call made it.
 
@@ -164,8 +189,21 @@ def create_exclusive(path: Any, data: bytes) -> bool:
     """
     path = as_path(path)
     if is_remote(path):
+        proto = protocol(path)
+        if proto not in ATOMIC_CREATE:
+            raise ConfigError(
+                f"Writing to {proto}:// roots is not supported: one writer per key needs an "
+                "atomic create-if-absent, which featstore uses on local and shared file "
+                "systems, s3:// and memory://. Extract into one of those (and read from "
+                f"{proto}:// as you like).")
         fs, p = fs_and_path(path)
         try:
+            if proto == "memory":
+                with _MEMORY_LOCK:  # in-process only: a lock makes it exclusive
+                    if fs.exists(p):
+                        return False
+                    fs.pipe_file(p, data)
+                    return True
             fs.pipe_file(p, data, mode="create")
         except FileExistsError:
             return False
