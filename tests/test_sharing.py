@@ -537,5 +537,5 @@ def test_pack_unpack_and_ls_mistakes_are_explained(runner, texts, plugin_env, tm
     run_cli(runner, ["pack", src, str(zip_path)])
     res = runner.invoke(cli, ["unpack", str(zip_path), str(zip_path)])  # root is a file
     assert res.exit_code == 1 and "is a file, not a folder" in res.output
-    assert "match the filters (1 in all)" in run_cli(runner, ["ls", src, "--dataset", "x"]).stdout
+    assert "match the filters (1 in all)" in run_cli(runner, ["ls", src, "--dataset", "nomatch-zz"]).stdout
     assert out["key"] in run_cli(runner, ["ls", src, "--key", out["key"][:6]]).stdout
