@@ -141,8 +141,11 @@ class Lease:
         return location.join(self.dir, f"{generation:08d}.json")
 
     def _read(self, generation: int) -> LeaseInfo | None:
+        fs, p = location.fs_and_path(self._file(generation))
         try:
-            data = json.loads(self._file(generation).read_text())
+            # One GET (cat_file), not open-then-read: a file object pins the version it
+            # first saw and fails if the holder renews the lease in between.
+            data = json.loads(fs.cat_file(p))
         except FileNotFoundError:
             return None
         except ValueError:
