@@ -539,3 +539,53 @@ def test_pack_unpack_and_ls_mistakes_are_explained(runner, texts, plugin_env, tm
     assert res.exit_code == 1 and "is a file, not a folder" in res.output
     assert "match the filters (1 in all)" in run_cli(runner, ["ls", src, "--dataset", "nomatch-zz"]).stdout
     assert out["key"] in run_cli(runner, ["ls", src, "--key", out["key"][:6]]).stdout
+
+
+def test_read_only_s3_credentials_are_explained(texts, plugin_env, runner, tmp_path):
+    """A second moto server that enforces IAM: a user allowed to read but not write."""
+    import subprocess
+
+    import boto3
+    from conftest import _free_port
+
+    port = _free_port()
+    exe = str(Path(sys.executable).with_name("moto_server"))
+    # The first 5 requests (the set-up below) are let through; IAM is enforced after them.
+    server = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
+                              env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "5"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import socket
+
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        endpoint = f"http://127.0.0.1:{port}"
+        kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="setup",
+                  aws_secret_access_key="setup")
+        boto3.client("s3", **kw).create_bucket(Bucket="team")
+        iam = boto3.client("iam", **kw)
+        iam.create_user(UserName="reader")
+        iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Resource": "*",
+                                                    "Action": ["s3:GetObject", "s3:ListBucket"]}]}))
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        src = str(tmp_path / "src")
+        run_cli(runner, extract_args(texts, src))
+        env = {**plugin_env, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+               "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+        ls = _spawn(["ls", "s3://team/features"], env)
+        out, err = ls.communicate(timeout=120)
+        assert ls.returncode == 0 and "No feature sets" in out, err   # reading is allowed
+        for args in (["copy", src, "s3://team/features"], extract_args(texts, "s3://team/f")):
+            proc = _spawn(args, env)
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 1 and "Access denied" in err, (args, err)
+            assert "read-only root" in err and "Traceback" not in err
+            assert key["SecretAccessKey"] not in out + err
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -20,9 +20,12 @@ def ls(root: str, backbone: str | None, dataset: str | None, prefix: str | None,
     from featstore.store import Root, location
 
     path = location.as_path(root)
-    if location.protocol(path) in location.BUCKET_PROTOCOLS:
-        location.makedirs(path)  # only checks that the bucket exists: a clear error if not
-    if not path.is_dir():
+    in_bucket = location.protocol(path) in location.BUCKET_PROTOCOLS
+    if in_bucket:
+        # Only checks that the bucket exists (a clear error if not). Object stores have
+        # no empty folders: a root with nothing in it yet is simply empty.
+        location.makedirs(path)
+    elif not path.is_dir():
         raise StoreNotFoundError(f"Root {root} does not exist. Create one with `featstore extract --root {root} ...`.")
     rows = [e.summary() for e in Root(root).entries(backbone=backbone, dataset=dataset, prefix=prefix)]
     if as_json:
