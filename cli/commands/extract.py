@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ..options import device_option, echo_json, json_option, table
+from ..options import device_option, echo_json, job_options, job_request, json_option, table
 
 EXAMPLES = """
 \b
@@ -19,42 +19,10 @@ Examples:
 
 
 @click.command(epilog=EXAMPLES)
-@click.option("-b", "--backbone", "backbones", multiple=True,
-              help="Backbone spec (repeatable): a built-in name, timm:NAME, hf:PATH, st:PATH, "
-                   "openai:MODEL or module:function. See `featstore backbones`.")
-@click.option("-d", "--dataset", "datasets", multiple=True,
-              help="Data set (repeatable): a built-in name, an image folder, a CSV/JSONL/Parquet "
-                   "manifest, an IDX or .npz file, or a saved Hugging Face dataset.")
-@click.option("-s", "--split", "splits", multiple=True, help="Split(s) to extract [default: train].")
-@click.option("-r", "--root", default=None, help="Folder holding the feature sets [default: features].")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False),
-              help="YAML file with any of these options (lists for backbones/datasets/splits).")
-@click.option("--format", "fmt", type=click.Choice(["zarr", "hdf5"]), default=None,
-              help="Store format [default: zarr].")
-@click.option("--dtype", type=click.Choice(["float16", "float32"]), default=None,
-              help="Stored feature dtype [default: float16].")
-@click.option("--codec", type=click.Choice(["zstd", "blosc-zstd", "lz4", "none"]), default=None,
-              help="Compression of the features array [default: zstd].")
-@click.option("--chunk-rows", type=int, default=None, help="Rows per stored chunk [default: 1024].")
-@click.option("--batch-size", type=int, default=None, help="Samples per forward pass [default: 64].")
+@job_options
+@click.option("-r", "--root", default=None,
+              help="Folder or URL (s3://...) holding the feature sets [default: features].")
 @device_option
-@click.option("--workers", "num_workers", type=int, default=None,
-              help="DataLoader decode workers [default: 0 on a 2-core CPU, more with more cores or a GPU].")
-@click.option("--views", type=int, default=None, help="Augmented views per sample (needs --augment train).")
-@click.option("--augment", type=click.Choice(["none", "train"]), default=None,
-              help="train: the backbone's training augmentation, seeded per sample and view.")
-@click.option("--seed", type=int, default=None, help="Seed of augmentation and --limit [default: 0].")
-@click.option("--weights", type=click.Path(dir_okay=False), default=None,
-              help="Local weights (.safetensors or a torch state dict, read with weights_only=True).")
-@click.option("--random-weights", is_flag=True, help="Random weights instead of pre-trained (baselines).")
-@click.option("--image-size", type=int, default=None, help="Override the input resolution.")
-@click.option("--pooling", default=None, help="Pooling: timm global_pool; cls|mean|last for hf: text models.")
-@click.option("--limit", type=int, default=None, help="Extract a seeded subset of N samples per split.")
-@click.option("--text-column", default=None, help="Manifest column holding the text.")
-@click.option("--image-column", default=None, help="Manifest column holding image paths.")
-@click.option("--label-column", default=None, help="Manifest column holding the label.")
-@click.option("--id-column", default=None, help="Manifest column holding sample ids.")
-@click.option("--strict", is_flag=True, default=None, help="Fail on the first unreadable sample.")
 @click.option("--force", is_flag=True, default=None, help="Re-extract even if the key is cached.")
 @click.option("--lease-seconds", type=float, default=None,
               help="How long a writer's claim on a key lasts without renewal; another "
@@ -82,23 +50,11 @@ def extract(config_file: str | None, as_json: bool, no_progress: bool, random_we
     from featstore.errors import ConfigError
     from featstore.extract import ExtractConfig, extract as run
 
-    data: dict[str, Any] = {}
-    if config_file:
-        data = _read_config(config_file)
-    cli_values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()}
-    cli_values = {k: v for k, v in cli_values.items() if v not in (None, [], ())}
-    if fmt:
-        cli_values["format"] = fmt
-    if random_weights:
-        cli_values["pretrained"] = False
-    if no_progress:
-        cli_values["progress"] = False
     columns = {"text_column": text_column, "image_column": image_column,
                "label_column": label_column, "id_column": id_column}
-    columns = {k: v for k, v in columns.items() if v}
-    if columns:
-        cli_values["dataset_options"] = {**data.get("dataset_options", {}), **columns}
-    data.update(cli_values)
+    if no_progress:
+        opts["progress"] = False
+    data = job_request(config_file, fmt, random_weights, columns, opts)
     if server:
         return _extract_on_server(server, token_file, data, as_json)
     data.setdefault("root", "features")
@@ -158,9 +114,3 @@ def _extract_on_server(server: str, token_file: str | None, data: dict[str, Any]
         dataset = result.get("dataset") or j.get("dataset")
         click.echo(f"{status:9s} {j.get('backbone')} {dataset}/{j.get('split')} -> "
                    f"{j.get('path')} {shape} (job {j.get('id')} on {url})")
-
-
-def _read_config(path: str) -> dict[str, Any]:
-    from featstore.yaml_files import read_mapping
-
-    return read_mapping(path, "extract config", "'backbones: [...]'")

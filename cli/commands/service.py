@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..options import echo_json, json_option, table
+from ..options import echo_json, job_options, job_request, json_option, table
 
 SERVE_EXAMPLES = """
 \b
@@ -105,46 +105,7 @@ def serve(root: str, devices: str, host: str, port: int, tokens_file: str | None
 
 
 @click.command(epilog=SUBMIT_EXAMPLES)
-@click.option("-b", "--backbone", "backbones", multiple=True,
-              help="Backbone spec (repeatable), as for `featstore extract`.")
-@click.option("-d", "--dataset", "datasets", multiple=True,
-              help="Data set (repeatable): a built-in name or a path the service can read.")
-@click.option("-s", "--split", "splits", multiple=True,
-              help="Split(s) to extract [default: train].")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False),
-              help="YAML file with any of these options (lists for backbones/datasets/splits).")
-@click.option("--format", "fmt", type=click.Choice(["zarr", "hdf5"]), default=None,
-              help="Store format [default: zarr].")
-@click.option("--dtype", type=click.Choice(["float16", "float32"]), default=None,
-              help="Stored feature dtype [default: float16].")
-@click.option("--codec", type=click.Choice(["zstd", "blosc-zstd", "lz4", "none"]), default=None,
-              help="Compression of the features array [default: zstd].")
-@click.option("--chunk-rows", type=int, default=None,
-              help="Rows per stored chunk [default: 1024].")
-@click.option("--batch-size", type=int, default=None,
-              help="Samples per forward pass [default: 64].")
-@click.option("--workers", "num_workers", type=int, default=None,
-              help="DataLoader decode workers of the service's worker.")
-@click.option("--views", type=int, default=None,
-              help="Augmented views per sample (needs --augment train).")
-@click.option("--augment", type=click.Choice(["none", "train"]), default=None,
-              help="train: the backbone's training augmentation, seeded per sample and view.")
-@click.option("--seed", type=int, default=None,
-              help="Seed of augmentation and --limit [default: 0].")
-@click.option("--weights", default=None,
-              help="Weights file (a path the service can read).")
-@click.option("--random-weights", is_flag=True,
-              help="Random weights instead of pre-trained (baselines).")
-@click.option("--image-size", type=int, default=None, help="Override the input resolution.")
-@click.option("--pooling", default=None,
-              help="Pooling: timm global_pool; cls|mean|last for hf: text models.")
-@click.option("--limit", type=int, default=None,
-              help="Extract a seeded subset of N samples per split.")
-@click.option("--text-column", default=None, help="Manifest column holding the text.")
-@click.option("--image-column", default=None, help="Manifest column holding image paths.")
-@click.option("--label-column", default=None, help="Manifest column holding the label.")
-@click.option("--id-column", default=None, help="Manifest column holding sample ids.")
-@click.option("--strict", is_flag=True, default=None, help="Fail on the first unreadable sample.")
+@job_options
 @server_option
 @token_file_option
 @click.option("--wait", is_flag=True, help="Wait until every job is done; print keys and paths.")
@@ -169,23 +130,9 @@ def submit(config_file: str | None, fmt: str | None, random_weights: bool,
     from featstore.service import client
     from featstore.service.errors import JobFailedError
 
-    data: dict[str, Any] = {}
-    if config_file:
-        from featstore.yaml_files import read_mapping
-
-        data = read_mapping(config_file, "extract config", "'backbones: [...]'")
-    values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()}
-    values = {k: v for k, v in values.items() if v not in (None, [], ())}
-    if fmt:
-        values["format"] = fmt
-    if random_weights:
-        values["pretrained"] = False
-    columns = {k: v for k, v in {"text_column": text_column, "image_column": image_column,
-                                 "label_column": label_column, "id_column": id_column}.items()
-               if v}
-    if columns:
-        values["dataset_options"] = {**data.get("dataset_options", {}), **columns}
-    data.update(values)
+    data = job_request(config_file, fmt, random_weights,
+                       {"text_column": text_column, "image_column": image_column,
+                        "label_column": label_column, "id_column": id_column}, opts)
     if not data.get("backbones") and not data.get("backbone"):
         raise ConfigError("submit needs --backbone (or 'backbones:' in --config).")
     if not data.get("datasets") and not data.get("dataset"):
