@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,11 @@ class Entry:
     format: str
     complete: bool
     metadata: dict[str, Any]
-    size_bytes: int
+
+    @functools.cached_property
+    def size_bytes(self) -> int:
+        """Bytes on disk: listed only when asked (a recursive listing, slow on S3)."""
+        return location.size_of(self.path)
 
     def summary(self) -> dict[str, Any]:
         m = self.metadata
@@ -74,11 +79,15 @@ class Root:
         return self.path / f"{key}{'.zarr' if format == 'zarr' else '.h5'}"
 
     def __iter__(self) -> Iterator[Entry]:
+        return self._scan()
+
+    def _scan(self, prefix: str | None = None) -> Iterator[Entry]:
+        """Entries, reading the metadata only of keys that start with ``prefix``."""
         if not self.path.is_dir():
             return
         for child in sorted(self.path.iterdir()):
             parts = _split_name(child.name)
-            if parts is None:
+            if parts is None or (prefix and not parts[0].startswith(prefix)):
                 continue
             key, suffix = parts
             try:
@@ -89,25 +98,22 @@ class Root:
                 continue
             yield Entry(key=key, path=child, format="zarr" if suffix == ".zarr" else "hdf5",
                         complete=bool(meta.get("complete")) and suffix != ".h5.partial",
-                        metadata=meta, size_bytes=location.size_of(child))
+                        metadata=meta)
 
     def entries(self, *, backbone: str | None = None, dataset: str | None = None,
                 prefix: str | None = None) -> list[Entry]:
         out = []
-        for e in self:
-            s = e.summary()
-            if prefix and not e.key.startswith(prefix):
+        for e in self._scan(prefix):
+            if backbone and backbone not in ((e.metadata.get("backbone") or {}).get("id") or ""):
                 continue
-            if backbone and backbone not in (s["backbone"] or ""):
-                continue
-            if dataset and dataset not in (s["dataset"] or ""):
+            if dataset and dataset not in ((e.metadata.get("dataset") or {}).get("name") or ""):
                 continue
             out.append(e)
         return out
 
     def find(self, prefix: str) -> Entry:
         """The one feature set whose key starts with ``prefix``."""
-        matches = [e for e in self if e.key.startswith(prefix)]
+        matches = list(self._scan(prefix))
         if not matches:
             raise StoreNotFoundError(
                 f"No feature set with a key starting {prefix!r} in {self.path}. "
