@@ -74,35 +74,42 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    """The endpoint of an S3 server: $FEATSTORE_TEST_S3_ENDPOINT (.ci/run starts one), else
-    a moto server started here. Credentials go where every S3 client looks: AWS_* vars."""
+def start_moto(env: dict[str, str] | None = None):
+    """Start moto's S3 server on a free port of 127.0.0.1; (process, endpoint) once it listens."""
     import shutil
     import socket
     import subprocess
     import sys
     import time
 
+    # This interpreter's moto first: a moto_server on PATH may be another Python's.
+    exe = str(Path(sys.executable).with_name("moto_server"))
+    if not Path(exe).exists():
+        exe = shutil.which("moto_server") or exe
+    if not Path(exe).exists():
+        pytest.skip("moto_server not installed: pip install -e '.[test]'")
+    port = _free_port()
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
+                            env={**os.environ, **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail("moto_server did not start on 127.0.0.1")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """The endpoint of an S3 server: $FEATSTORE_TEST_S3_ENDPOINT (.ci/run starts one), else
+    a moto server started here. Credentials go where every S3 client looks: AWS_* vars."""
     endpoint = os.environ.get("FEATSTORE_TEST_S3_ENDPOINT")
     proc = None
     if not endpoint:
-        exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
-        if not Path(exe).exists():
-            pytest.skip("moto_server not installed: pip install -e '.[test]'")
-        port = _free_port()
-        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        endpoint = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            proc.kill()
-            pytest.fail("moto_server did not start on 127.0.0.1")
+        proc, endpoint = start_moto()
     os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="featstore-test",
                       AWS_SECRET_ACCESS_KEY=S3_TEST_SECRET, AWS_DEFAULT_REGION="us-east-1")
     yield endpoint

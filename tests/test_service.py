@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from featstore.service.tokens import TokenSet, load_tokens
 from featstore.store import open_store
 from featstore_cli.main import cli
 
-from conftest import make_images
+from conftest import _free_port, make_images
 
 TESTS = Path(__file__).parent
 ALICE = "alice-" + "a1" * 12
@@ -51,12 +50,6 @@ def _npz(path: Path, n: int, seed: int) -> Path:
     images, labels = make_images(n, seed=seed)
     np.savez(path, x=images, y=labels)
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

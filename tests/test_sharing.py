@@ -543,27 +543,12 @@ def test_pack_unpack_and_ls_mistakes_are_explained(runner, texts, plugin_env, tm
 
 def test_read_only_s3_credentials_are_explained(texts, plugin_env, runner, tmp_path):
     """A second moto server that enforces IAM: a user allowed to read but not write."""
-    import subprocess
-
     import boto3
-    from conftest import _free_port
+    from conftest import start_moto
 
-    port = _free_port()
-    exe = str(Path(sys.executable).with_name("moto_server"))
     # The first 5 requests (the set-up below) are let through; IAM is enforced after them.
-    server = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
-                              env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "5"},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, endpoint = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "5"})
     try:
-        import socket
-
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        endpoint = f"http://127.0.0.1:{port}"
         kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="setup",
                   aws_secret_access_key="setup")
         boto3.client("s3", **kw).create_bucket(Bucket="team")
