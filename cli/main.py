@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import sys
@@ -67,15 +68,39 @@ class LazyGroup(click.Group):
             # Remote storage (credentials, permissions, buckets) explained without a traceback.
             from featstore.store.location import explain_storage_error
 
-            message = explain_storage_error(err) or _explain_botocore(err)
+            message = explain_storage_error(err) or _explain_botocore(err) or _explain_os_error(err)
             if message is None:
                 raise
+            logging.getLogger("featstore").debug("user error", exc_info=True)  # -vv shows it
             click.secho(f"Error: {message}", err=True, fg="red")
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("\nInterrupted. Committed chunks are kept: rerun the same command to "
                        "resume.", err=True)
             ctx.exit(130)
+
+
+#: Local file errors a user causes and fixes (a path, a permission, a full disk), by errno.
+OS_HINTS = {
+    errno.EACCES: "Choose a location you can write to, or fix its permissions.",
+    errno.EPERM: "Choose a location you can write to, or fix its permissions.",
+    errno.EROFS: "That file system is read-only: choose a writable location.",
+    errno.ENOSPC: "The disk is full: free space, or choose another location.",
+    errno.EDQUOT: "The disk quota is exhausted: free space, or choose another location.",
+    errno.EISDIR: "That path is a folder: give a file path.",
+    errno.ENOTDIR: "A part of that path is a file, not a folder: check the path.",
+    errno.EEXIST: "A file is in the way of a folder to be made there: check the path.",
+    errno.ENOENT: "Check the path.",
+    errno.ENAMETOOLONG: "Use a shorter path.",
+}
+
+
+def _explain_os_error(err: BaseException) -> str | None:
+    """The last resort for a local file error no command explained: one line, not a
+    traceback (which stays in the log at -vv)."""
+    if isinstance(err, OSError) and err.filename and err.errno in OS_HINTS:
+        return f"{err.strerror}: {err.filename}. {OS_HINTS[err.errno]}"
+    return None
 
 
 def _explain_botocore(err: BaseException) -> str | None:

@@ -81,6 +81,9 @@ def _job_options() -> list[Any]:
         o("--image-column", default=None, help="Manifest column holding image paths."),
         o("--label-column", default=None, help="Manifest column holding the label."),
         o("--id-column", default=None, help="Manifest column holding sample ids."),
+        o("--encoding", default=None,
+          help="Text encoding of CSV/TSV/JSONL manifests, e.g. latin-1 or cp1252 [default: "
+               "UTF-8, with or without a byte-order mark]."),
         o("--strict", is_flag=True, default=None, help="Fail on the first unreadable sample."),
     ]
 
@@ -98,6 +101,8 @@ def job_request(config_file: str | None, fmt: str | None, random_weights: bool,
     from featstore.yaml_files import read_mapping
 
     data = read_mapping(config_file, "extract config", "'backbones: [...]'") if config_file else {}
+    # --encoding is how the data set is read, like the column names: a data set option
+    columns = {**columns, "encoding": opts.pop("encoding", None)}
     values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()}
     values = {k: v for k, v in values.items() if v not in (None, [], ())}
     if fmt:

@@ -23,12 +23,40 @@ def canonical_json(obj: Any) -> str:
 def content_key(inputs: dict[str, Any]) -> str:
     """The key of a feature set: sha256 of the canonical JSON of its inputs, truncated.
 
-    ``inputs`` holds the backbone's provenance (id, weights sha256, layer, pooling,
-    preprocessing), the dtype, views and augmentation, the data set fingerprint and
-    split. Library versions, device, batch size and time are deliberately left out:
+    ``inputs`` holds the backbone's provenance as :func:`backbone_key_inputs` keeps it
+    (weights sha256, architecture, layer, pooling, preprocessing), the dtype, views and
+    augmentation, the data set fingerprint and split. Library versions, device, batch size and time are deliberately left out:
     they are recorded, but the same inputs mean the same features.
     """
     return hashlib.sha256(canonical_json(inputs).encode()).hexdigest()[:KEY_LENGTH]
+
+
+#: Provenance fields a content key never holds: a display name, D (it follows from the
+#: rest) and library versions (recorded in metadata, like every version).
+UNKEYED_FIELDS = ("id", "num_features", "library")
+#: Provenance fields that say where the files sit, not what they compute. They are left
+#: out of the key whenever ``weights_sha256`` identifies the weights; without such a hash
+#: the location is all that tells two weights apart, so it stays (a cache miss is better
+#: than a wrong hit).
+LOCATION_FIELDS = ("weights_source", "weights_path", "path", "source", "folder")
+
+
+def backbone_key_inputs(provenance: dict[str, Any]) -> dict[str, Any]:
+    """The part of a backbone's provenance that goes into content keys.
+
+    It names the computation (architecture, weights hash, layer, pooling,
+    preprocessing, dtype), never where the files sit: the same weights installed at two
+    paths give one key, so teammates share one cache.
+    """
+    out = {k: v for k, v in provenance.items() if k not in UNKEYED_FIELDS}
+    if out.get("weights_sha256"):
+        for name in LOCATION_FIELDS:
+            out.pop(name, None)
+    if isinstance(out.get("model_card"), dict):
+        from .pretrain.card import card_key_fields
+
+        out["model_card"] = card_key_fields(out["model_card"])
+    return out
 
 
 def library_versions() -> dict[str, str | None]:

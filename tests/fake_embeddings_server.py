@@ -28,6 +28,7 @@ class FakeEmbeddings:
         self.plan: list[str] = []
         self.requests = 0
         self.texts_served = 0
+        self.authorizations: list[str | None] = []  # the Authorization header of each request
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -36,6 +37,7 @@ class FakeEmbeddings:
 
             def do_POST(self):
                 outer.requests += 1
+                outer.authorizations.append(self.headers.get("Authorization"))
                 action = outer.plan.pop(0) if outer.plan else "ok"
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if action == "drop":
@@ -44,7 +46,7 @@ class FakeEmbeddings:
                     return
                 if self.headers.get("Authorization") != f"Bearer {outer.token}":
                     return self._send(401, {"error": {"message": "Incorrect API key provided"}})
-                if self.path != "/v1/embeddings":
+                if self.path.split("?")[0] != "/v1/embeddings":
                     return self._send(404, {"error": {"message": "no such route"}})
                 if action == "429":
                     return self._send(429, {"error": {"message": "Rate limit reached"}},

@@ -95,7 +95,7 @@ format: hdf5
     (["--backbone", "timm:resnet5O"], "Did you mean: resnet50"),
     (["--backbone", "efficientnet-lite"], "Did you mean efficientnet-lite0"),
     (["--dataset", "no/such/thing.csv"], ""),
-    (["--batch-size", "0"], "The 'batch_size' option of extract must be an int in [1, inf)"),
+    (["--batch-size", "0"], "The 'batch_size' option of extract must be an int in [1, 65536]"),
     (["--views", "2"], "needs --augment train"),
 ])
 def test_bad_input_clear_message_no_traceback(runner, tiny_npz, tmp_path, args, message):

@@ -28,7 +28,7 @@ from featstore.service import client
 from featstore.service.errors import (AuthenticationError, ServiceBusyError,
                                       ServiceUnavailableError)
 from featstore.service.queue import JobQueue, default_queue_path
-from featstore.service.requests import JobRequest, expand
+from featstore.service.requests import DataDirs, JobRequest, expand
 from featstore.service.tokens import TokenSet, load_tokens
 from featstore.store import open_store
 from featstore_cli.main import cli
@@ -56,8 +56,10 @@ class Server:
     """`featstore serve` in a subprocess, and plain HTTP calls to it."""
 
     def __init__(self, folder: Path, *args: str, devices: str = "cpu,cpu",
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, data_dirs: tuple[Path, ...] | None = None):
         folder.mkdir(parents=True, exist_ok=True)
+        # Jobs may read files only in data folders: by default the test's temporary folder.
+        data_dirs = (folder.parent,) if data_dirs is None else data_dirs
         self.folder, self.root = folder, folder / "root"
         tokens = folder / "tokens.txt"
         tokens.write_text(f"# test tokens\nalice:{ALICE}\nbob:{BOB}\n")
@@ -74,7 +76,8 @@ class Server:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "featstore_cli.main", "serve", "--root", str(self.root),
                  "--devices", devices, "--port", "0", "--tokens-file", str(tokens),
-                 "--lease-seconds", LEASE, "--allow-plugin", "service_backbones", *args],
+                 "--lease-seconds", LEASE, "--allow-plugin", "service_backbones",
+                 *(a for d in data_dirs for a in ("--data-dir", str(d))), *args],
                 stdout=out, stderr=err, env=full_env, cwd=folder)
         self.url = self._wait_for_url()
         self.host, self.port = self.url[len("http://"):].rsplit(":", 1)
@@ -277,7 +280,7 @@ def test_malformed_requests_get_400_413_404_405(shared):
         (dict(body={**good, "force": True}), "'force' cannot be set in a job"),
         (dict(body={**good, "batch_size": 0}), "'batch_size' option of extract must be an int"),
         (dict(body={**good, "image_size": "big"}), "'image_size' option must be an integer"),
-        (dict(body={**good, "dataset": "/no/such/data.npz"}), "does not exist there"),
+        (dict(body={**good, "dataset": str(s.folder / "no-such.npz")}), "does not exist in"),
         (dict(body={**good, "backbone": "no_such_module_xyz:make"}), "--allow-plugin"),
         (dict(body={**good, "backbone": "os:abort"}), "plugins run code on the server"),
         (dict(body={"dataset": str(s.d1)}), "'backbones' option must name at least one"),
@@ -445,10 +448,15 @@ def test_cli_submit_wait_and_jobs(shared, runner):
     res = runner.invoke(cli, ["submit", "-b", bb("broken"), "-d", str(s.d1), "-s", "cli",
                               "--wait", "--poll", "0.2"], env=env)
     assert res.exit_code == 1, res.output
-    assert "failed after 2 attempt(s)" in res.output and "broken on purpose" in res.output
+    # Clients learn the error's class and what failed; its message (which may quote the
+    # data) stays in the worker's log, on the server.
+    assert "failed after 2 attempt(s)" in res.output and "RuntimeError while extracting" \
+        in res.output and "broken on purpose" not in res.output
+    assert "broken on purpose" in "".join(p.read_text() for p in s.root.rglob("worker-*.log"))
     failed_id = int(re.search(r"job (\d+) \(service_backbones:broken", res.output).group(1))
     res = runner.invoke(cli, ["jobs", "--state", "failed"], env=env)
-    assert re.search(rf"^{failed_id} +failed .*broken on purpose", res.stdout, re.M), res.output
+    assert re.search(rf"^{failed_id} +failed +.*RuntimeError while extracting", res.stdout,
+                     re.M), res.output
     res = runner.invoke(cli, ["jobs", "--log", str(failed_id)], env=env)
     assert "Traceback" in res.stdout and "queued again for another attempt" in res.stdout
 
@@ -540,9 +548,12 @@ def test_request_keys_follow_the_values(tmp_path):
     data = _npz(tmp_path / "d.npz", 30, 0)
     root = str(tmp_path / "root")
 
+    dirs = DataDirs.resolve([str(tmp_path)])
+
     def key(**options: Any) -> str:
         base = {"backbone": bb("delta"), "dataset": str(data)}
-        [job] = expand({**base, **options}, root, cwd=tmp_path, allow_plugins=PLUGINS)
+        [job] = expand({**base, **options}, root, cwd=tmp_path, allow_plugins=PLUGINS,
+                       data_dirs=dirs)
         return job.request_key
 
     plain = key()
@@ -558,7 +569,8 @@ def test_request_keys_follow_the_values(tmp_path):
     os.utime(data, ns=(0, 10**18))  # the data file changed
     assert key() != plain
     jobs = expand({"backbones": [bb("alpha"), bb("beta"), bb("alpha")], "datasets": [str(data)],
-                   "splits": ["a", "b", "c", "a"]}, root, cwd=tmp_path, allow_plugins=PLUGINS)
+                   "splits": ["a", "b", "c", "a"]}, root, cwd=tmp_path, allow_plugins=PLUGINS,
+                  data_dirs=dirs)
     assert [(j.backbone, j.split) for j in jobs] == [  # repeats count once
         (bb(b), s) for b in ("alpha", "beta") for s in ("a", "b", "c")]
     assert len({j.backbone_group for j in jobs}) == 2
@@ -568,13 +580,14 @@ def test_request_keys_follow_the_values(tmp_path):
 def test_requests_are_bounded_and_plugins_must_be_allowed(tmp_path):
     data = _npz(tmp_path / "d.npz", 30, 0)
     root = str(tmp_path / "root")
+    dirs = DataDirs.resolve([str(tmp_path)])
     many = {"backbones": [bb("alpha"), bb("beta")], "datasets": [str(data)],
             "splits": [f"s{i}" for i in range(60)]}
     with pytest.raises(ConfigError, match="would make 120 jobs.*at most 100 per request"):
-        expand(many, root, cwd=tmp_path, allow_plugins=PLUGINS)
+        expand(many, root, cwd=tmp_path, allow_plugins=PLUGINS, data_dirs=dirs)
     # A 20 x 20 x 20 request of one repeated job is one job, not 8,000.
     same = {"backbones": [bb("alpha")] * 20, "datasets": [str(data)] * 20, "splits": ["a"] * 20}
-    assert len(expand(same, root, cwd=tmp_path, allow_plugins=PLUGINS)) == 1
+    assert len(expand(same, root, cwd=tmp_path, allow_plugins=PLUGINS, data_dirs=dirs)) == 1
     with pytest.raises(ConfigError, match="plugins run code on the server.*--allow-plugin os"):
         expand({"backbone": "os:abort", "dataset": str(data)}, root, cwd=tmp_path)
     with pytest.raises(ConfigError, match="allows plugins from: none"):

@@ -47,9 +47,14 @@ def copy(src: str, dst: str, keys: tuple[str, ...], backbone: str | None, datase
 
     Only files DST lacks are sent (several at a time); every chunk is re-read there and
     verified against its checksum, and a set is marked complete at DST last. An
-    interrupted copy resumes when run again.
+    interrupted copy resumes when run again. A set holding a symbolic link (at SRC, or
+    in a partial copy at DST) is refused, not followed.
     """
     from featstore.sharing import copy_root
+    from featstore.store.location import check_cli_root
+
+    check_cli_root(src, write=False)
+    check_cli_root(dst, write=True)
 
     def report(r: Any) -> None:
         if as_json:
@@ -80,9 +85,14 @@ def copy(src: str, dst: str, keys: tuple[str, ...], backbone: str | None, datase
 @json_option
 def pack(root: str, out: str, keys: tuple[str, ...], backbone: str | None, dataset: str | None,
          as_json: bool) -> None:
-    """Pack the complete feature sets of ROOT (or those selected) into the zip file OUT."""
-    from featstore.sharing import pack as run
+    """Pack the complete feature sets of ROOT (or those selected) into the zip file OUT.
 
+    A set holding a symbolic link is refused, not followed.
+    """
+    from featstore.sharing import pack as run
+    from featstore.store.location import check_cli_root
+
+    check_cli_root(root, write=False)
     sets = run(root, out, keys=keys, backbone=backbone, dataset=dataset)
     if as_json:
         echo_json([s.as_dict() for s in sets])
@@ -101,10 +111,15 @@ def pack(root: str, out: str, keys: tuple[str, ...], backbone: str | None, datas
 def unpack(pack_file: str, root: str, as_json: bool) -> None:
     """Unpack a zip made by `featstore pack` into ROOT, checking every checksum.
 
-    Refuses packs with absolute paths, '..' or links in them before writing anything.
+    Refuses the whole pack before writing anything if a member would land outside its
+    set (absolute paths, '..', backslashes, odd characters), is a link or special file,
+    disagrees with the manifest (names, sizes) or expands like a zip bomb. Each set is
+    streamed into a staging folder in ROOT, checked, then moved into place.
     """
     from featstore.sharing import unpack as run
+    from featstore.store.location import check_cli_root
 
+    check_cli_root(root, write=True)
     sets = run(pack_file, root)
     if as_json:
         echo_json([s.as_dict() for s in sets])

@@ -58,6 +58,9 @@ def extract(config_file: str | None, as_json: bool, no_progress: bool, random_we
     if server:
         return _extract_on_server(server, token_file, data, as_json)
     data.setdefault("root", "features")
+    from featstore.store.location import check_cli_root
+
+    check_cli_root(data["root"], write=True)  # before any model is loaded
     if not data.get("backbones") and not data.get("backbone"):
         raise ConfigError("extract needs --backbone (or 'backbones:' in --config). "
                           "See `featstore backbones` for the names.")

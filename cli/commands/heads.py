@@ -32,10 +32,16 @@ def predict(head: str, store: str, out: str) -> None:
     """Predictions of a saved head for every valid sample of STORE."""
     import csv
     import sys
+    from pathlib import Path
 
+    from featstore.data.outputs import check_output_file
     from featstore.tuners.run import predict as run
 
+    if out != "-":
+        check_output_file(out, "--out", "predictions.csv")  # before the head runs
     ids, pred, proba = run(head, store)
+    if out != "-":
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
     f = sys.stdout if out == "-" else open(out, "w", newline="")
     try:
         w = csv.writer(f)

@@ -13,7 +13,9 @@ from ..options import echo_json, json_option
 def info(store: str, as_json: bool) -> None:
     """Show STORE's metadata: provenance, shape, labels, invalid samples.
 
-    STORE is a .zarr folder, an .h5 file, or ROOT/KEY_PREFIX.
+    STORE is a .zarr folder, an .h5 file, or ROOT/KEY_PREFIX. The labels, sample ids
+    and valid mask shown are checked against their digests; a damaged set is an
+    error naming `featstore verify`.
     """
     import numpy as np
 
@@ -35,7 +37,7 @@ def info(store: str, as_json: bool) -> None:
     if as_json:
         echo_json({**summary, "metadata": meta})
         return
-    bb, ds, ex = meta.get("backbone", {}), meta.get("dataset", {}), meta.get("extraction", {})
+    bb, ds, ex = (meta.get(k) or {} for k in ("backbone", "dataset", "extraction"))
     state = "complete" if meta.get("complete") else (
         f"INCOMPLETE ({summary['committed_chunks']}/{summary['n_chunks']} chunks) - rerun the "
         "extract command to resume")
@@ -53,12 +55,23 @@ def info(store: str, as_json: bool) -> None:
         ("classes", _fmt(ds.get("classes"))),
         ("views", _fmt(meta.get("views"))),
         ("invalid", f"{summary['n_invalid']}" + (f": {', '.join(summary['invalid_ids'][:5])}" if summary["n_invalid"] else "")),
+        ("checksums", _records(meta)),
         ("created", f"{meta.get('created_at')} by {meta.get('created_by')}"),
         ("extraction", f"{ex.get('seconds')} s on {ex.get('device')}" if ex else "-"),
         ("versions", _fmt(meta.get("versions"))),
     ]
     for k, v in lines:
         click.echo(f"{k:12s} {v}")
+
+
+def _records(meta: dict) -> str:
+    """Which arrays the set's commit records cover (`featstore verify` checks them)."""
+    digests = meta.get("arrays_sha256")
+    if not isinstance(digests, dict):
+        return ("sha256 per chunk of features+valid; labels and sample ids unchecked (written "
+                "before featstore recorded their digests)")
+    have = [k for k, v in digests.items() if v]
+    return f"sha256 per chunk of features+valid; digests of {', '.join(have)}"
 
 
 def _fmt(value: object) -> str:

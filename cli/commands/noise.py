@@ -23,7 +23,7 @@ Examples:
               help="symmetric: exactly round(r·N) labels become another class; symmetric-all: "
                    "re-drawn from all classes (flip rate r·(1−1/C)); pairflip: class c → "
                    "--transition[c] (default c+1); caption-swap: captions exchanged.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="New manifest (same format family: .csv/.tsv/.jsonl/.parquet).")
 @click.option("--label-column", default="label", show_default=True)
@@ -32,10 +32,13 @@ Examples:
 @click.option("--split", default="train", show_default=True,
               help="With a 'split' column: corrupt only these rows (the others stay clean).")
 @click.option("--force", is_flag=True, help="Replace --out if it exists (never the input).")
+@click.option("--encoding", default=None,
+              help="Text encoding of a CSV/TSV/JSONL MANIFEST, e.g. latin-1 [default: UTF-8, "
+                   "with or without a byte-order mark]; --out is written as UTF-8.")
 @json_option
 def noise(manifest: str, ratio: float, kind: str, seed: int, out: str, label_column: str,
           text_column: str | None, transition: str | None, split: str, force: bool,
-          as_json: bool) -> None:
+          encoding: str | None, as_json: bool) -> None:
     """Write a copy of MANIFEST with seeded label (or caption) noise: the noisy value in
     the original column, the clean one in clean_<column>, and an is_noisy column."""
     from featstore.data.noisy_manifest import write_noisy_manifest
@@ -43,7 +46,8 @@ def noise(manifest: str, ratio: float, kind: str, seed: int, out: str, label_col
 
     rec = write_noisy_manifest(manifest, out, ratio=ratio, kind=kind, seed=seed,
                                label_column=label_column, text_column=text_column,
-                               transition=parse_transition(transition), split=split, force=force)
+                               transition=parse_transition(transition), split=split, force=force,
+                               encoding=encoding)
     if as_json:
         echo_json(rec)
         return

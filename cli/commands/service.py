@@ -14,8 +14,10 @@ SERVE_EXAMPLES = """
 Examples:
   python -c "import secrets; print('alice:' + secrets.token_urlsafe(32))" > tokens.txt
   chmod 600 tokens.txt
-  featstore serve --root features --tokens-file tokens.txt --devices cuda:0,cuda:1
-  featstore serve --root features --tokens-file tokens.txt --devices cpu --port 9000
+  featstore serve --root features --tokens-file tokens.txt --devices cuda:0,cuda:1 \
+                  --data-dir /data/datasets --data-dir /data/weights
+  featstore serve --root features --tokens-file tokens.txt --devices cpu --port 9000 \
+                  --limits image_size=512,batch_size=256
 """
 
 SUBMIT_EXAMPLES = """
@@ -75,20 +77,38 @@ token_file_option = click.option("--token-file", type=click.Path(dir_okay=False)
 @click.option("--allow-plugin", "allow_plugins", multiple=True, metavar="MODULE",
               help="Allow `MODULE:function` backbone plugins from this module (repeatable). "
                    "Plugins run code on the server, so none are allowed by default.")
+@click.option("--data-dir", "data_dirs", multiple=True, metavar="DIR",
+              help="A folder jobs may read data sets, manifests, weights and hf:/st: model "
+                   "folders from (repeatable; symlinks and '..' are resolved before the "
+                   "check). Without it, jobs may use built-in data sets only.")
+@click.option("--limits", "limits", multiple=True, metavar="NAME=MAX,...",
+              help="Upper bounds of job options (repeatable), e.g. image_size=512,views=4. "
+                   "Defaults: image_size=1024, views=16, batch_size=1024, chunk_rows=65536, "
+                   "limit=10000000, num_workers=16.")
+@click.option("--read-timeout", type=click.FloatRange(0.1, 300), default=5.0,
+              show_default=True,
+              help="Seconds a client may pause while sending a request; then 408.")
 def serve(root: str, devices: str, host: str, port: int, tokens_file: str | None,
           queue_path: str | None, lease_seconds: float, max_attempts: int, max_queue: int,
           max_per_token: int, max_request_bytes: int, max_jobs_per_request: int,
-          keep_backbones: int, allow_plugins: tuple[str, ...]) -> None:
+          keep_backbones: int, allow_plugins: tuple[str, ...], data_dirs: tuple[str, ...],
+          limits: tuple[str, ...], read_timeout: float) -> None:
     """Run the extraction service: an HTTP JSON API, a persistent job queue and one
     worker process per device, all extracting into ROOT.
+
+    Jobs may name files only inside the --data-dir folders, and their options must
+    stay within --limits.
 
     Jobs take the options of `featstore extract`; a job whose features are already in
     the root answers at once, and one equal to a queued or running job joins it. A
     worker that dies has its job resumed by another. Ctrl-C stops the workers cleanly.
     """
+    from featstore.service.requests import parse_limits
     from featstore.service.server import Service, ServiceConfig, parse_devices
     from featstore.service.tokens import load_tokens, loose_permissions
+    from featstore.store.location import check_cli_root
 
+    check_cli_root(root, write=True)
     tokens = load_tokens(tokens_file)
     if tokens_file and loose_permissions(tokens_file):
         click.secho(f"Warning: {tokens_file} is readable by other users; `chmod 600 "
@@ -98,7 +118,9 @@ def serve(root: str, devices: str, host: str, port: int, tokens_file: str | None
                         max_attempts=max_attempts, max_queue=max_queue,
                         max_per_token=max_per_token, max_request_bytes=max_request_bytes,
                         max_jobs_per_request=max_jobs_per_request,
-                        keep_backbones=keep_backbones, allow_plugins=tuple(allow_plugins))
+                        keep_backbones=keep_backbones, allow_plugins=tuple(allow_plugins),
+                        data_dirs=tuple(data_dirs), limits=parse_limits(limits),
+                        read_timeout=read_timeout)
     service = Service(cfg, say=click.echo,
                       warn=lambda m: click.secho(m, fg="yellow", err=True))
     service.run()
@@ -185,7 +207,8 @@ def submit(config_file: str | None, fmt: str | None, random_weights: bool,
 @click.option("--state", "states", multiple=True,
               help="Only jobs in this state (repeatable): queued, running, done, failed.")
 @click.option("--log", "log_id", type=int, default=None, help="Print this job's log instead.")
-@click.option("--limit", type=int, default=None, help="The newest N jobs [default: 500].")
+@click.option("--limit", type=click.IntRange(1, 100000), default=None,
+              help="The newest N jobs [default: 500].")
 @json_option
 def jobs(server: str | None, token_file: str | None, states: tuple[str, ...], log_id: int | None,
          limit: int | None, as_json: bool) -> None:

@@ -20,11 +20,17 @@ Examples:
 @click.option("--ood", multiple=True, help="Out-of-domain store(s) with the same labels (repeatable).")
 @click.option("--method", type=click.Choice(["lp", "mlp", "nmtune", "nmtune-authors", "logreg"]),
               default="nmtune", show_default=True)
-@click.option("--seeds", type=int, default=3, show_default=True)
-@click.option("--epochs", type=int, default=None, help="Training epochs [default: 30].")
-@click.option("--lr", type=float, default=None, help="Learning rate [LP 0.01, MLP/NMTune 0.001].")
-@click.option("--batch-size", type=int, default=None, help="Mini-batch size [default: 64].")
-@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [default: auto].")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Number of seeds (runs 0..N-1).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Training epochs [default: 30; not for logreg].")
+@click.option("--lr", type=float, default=None,
+              help="Learning rate, > 0 [LP 0.01, MLP/NMTune 0.001; not for logreg].")
+@click.option("--batch-size", type=click.IntRange(min=2), default=None,
+              help="Mini-batch size [default: 64; not for logreg, which is full-batch].")
+@click.option("--device", default=None,
+              help="auto, cpu, cuda or cuda:N [default: auto]; logreg takes auto or cpu only "
+                   "(it runs on the CPU).")
 @click.option("--stream", type=click.Choice(["auto", "always", "never"]), default=None,
               help="Read features chunk by chunk instead of loading them [default: auto, "
                    "streams stores whose features exceed a quarter of the available memory].")
@@ -32,23 +38,25 @@ Examples:
               help="Corrupt this fraction of the training labels (seeded per run; test/OOD stay clean).")
 @click.option("--noise-kind", type=click.Choice(["symmetric", "symmetric-all", "pairflip"]),
               default=None, help="Kind of --train-noise [default: symmetric].")
-@click.option("--results", default=None, help="Append one JSON line per call to this file.")
-@click.option("--save-heads", default=None, help="Folder to save each seed's head in (for eval/predict).")
+@click.option("--results", default=None,
+              help="Append one JSON line per call to this file (checked before training).")
+@click.option("--save-heads", default=None,
+              help="Folder to save each seed's head in (for eval/predict; not for logreg).")
 @json_option
 def tune(train: str, test: str, ood: tuple[str, ...], method: str, seeds: int, epochs: int | None,
          lr: float | None, batch_size: int | None, device: str | None, stream: str | None,
          train_noise: float | None, noise_kind: str | None, results: str | None,
          save_heads: str | None, as_json: bool) -> None:
     """Train a head (LP, MLP, NMTune, or logistic regression) on cached features over
-    seeds, and evaluate it in-domain and out-of-domain. The backbone never runs."""
+    seeds, and evaluate it in-domain and out-of-domain. The backbone never runs.
+
+    The same flags work in a loop over methods where they are harmless: logreg accepts
+    --device cpu/auto and --stream auto/never; options it would silently ignore
+    (--device cuda, --epochs, --lr, --batch-size, --stream always) are refused."""
     from featstore.tuners.run import tune as run
 
     params = {k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size,
                                 "device": device, "stream": stream}.items() if v is not None}
-    if method == "logreg" and params:
-        from featstore.errors import ConfigError
-
-        raise ConfigError(f"Options {sorted(params)} do not apply to --method logreg.")
     if noise_kind and not train_noise:
         from featstore.errors import ConfigError
 

@@ -18,8 +18,9 @@ import difflib
 import importlib
 from typing import Any
 
-from ..errors import ConfigError, UnknownBackboneError
+from ..errors import BackboneError, ConfigError, FeatstoreError, UnknownBackboneError
 from ._base import Backbone
+from ._weights import one_line
 from .builtin import BUILTINS
 
 __all__ = ["Backbone", "create_backbone", "list_backbones", "SCHEMES"]
@@ -54,6 +55,13 @@ def create_backbone(spec: str, **options: Any) -> Backbone:
     options = {k: v for k, v in options.items() if v is not None}
     name = spec.strip()
     lowered = name.lower().replace("_", "-")
+    if lowered == "efficientnet-lite0":
+        _no_weights(options, lowered, "it always loads its packaged ImageNet weights; for other "
+                    "weights use --backbone timm:tf_efficientnet_lite0 --weights FILE (or "
+                    "--random-weights)")
+    elif lowered in BUILTINS:
+        _no_weights(options, lowered, "it always loads its packaged model")
+        _only(options)
     if lowered in BUILTINS:
         return BUILTINS[lowered][0](**options)
     scheme, sep, rest = name.partition(":")
@@ -72,17 +80,29 @@ def create_backbone(spec: str, **options: Any) -> Backbone:
     if scheme == "hf":
         from .hf_text import HFTextBackbone
 
+        _no_weights(options, "hf: backbones", "the model folder holds the weights")
         return HFTextBackbone(rest, **_only(options, "pooling", "max_length", "layer"))
     if scheme == "st":
         from .sentence_transformers import SentenceTransformerFolder
 
+        _no_weights(options, "st: backbones", "the model folder holds the weights")
+        _only(options)  # its pooling and length come from the folder
         return SentenceTransformerFolder(rest)
     if scheme == "openai":
         from .openai_api import OpenAIEmbeddings
 
+        _no_weights(options, "openai: backbones", "the service computes the embeddings")
         return OpenAIEmbeddings(rest, **_only(options, "base_url", "batch_size", "dimensions",
                                               "requests_per_minute", "max_retries"))
     return _plugin(scheme, rest, options)
+
+
+def _no_weights(options: dict[str, Any], what: str, why: str) -> None:
+    """Refuse weight options a backbone would ignore: the user would get other features."""
+    if options.get("weights") is not None:
+        raise ConfigError(f"--weights does not apply to {what}: {why}. Leave it out.")
+    if options.get("pretrained") is False:
+        raise ConfigError(f"--random-weights does not apply to {what}: {why}. Leave it out.")
 
 
 def _only(options: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -93,21 +113,47 @@ def _only(options: dict[str, Any], *names: str) -> dict[str, Any]:
 
 
 def _plugin(module: str, attr: str, options: dict[str, Any]) -> Backbone:
+    """``module:function``: import the module, call the factory, check what it returned.
+
+    Whatever goes wrong in the plugin's own code (an import that raises, a factory that
+    raises or exits) becomes one :class:`BackboneError` naming the plugin; its own
+    featstore errors pass through as they are.
+    """
+    spec = f"{module}:{attr}"
+    if not all(part.isidentifier() for part in module.split(".")):
+        raise UnknownBackboneError(
+            f"Backbone {spec!r}: {module!r} is neither a known scheme ({', '.join(SCHEMES)}) nor "
+            "a module name. A plugin is module:function, e.g. my_models:make.")
     try:
         mod = importlib.import_module(module)
     except ImportError as err:
         raise UnknownBackboneError(
-            f"Backbone plugin {module}:{attr}: cannot import module {module!r} ({err}). "
+            f"Backbone plugin {spec}: cannot import module {module!r} ({one_line(err)}). "
             f"Known schemes are {', '.join(SCHEMES)}; for a plugin, make the module importable "
             "(pip install it or add its folder to PYTHONPATH)."
         ) from err
+    except (Exception, SystemExit) as err:  # the module's own code failed while importing
+        raise BackboneError(f"Backbone plugin {spec}: importing {module!r} raised "
+                            f"{type(err).__name__}: {one_line(err)}. Fix the module.") from err
     factory = getattr(mod, attr, None)
     if not callable(factory):
         raise UnknownBackboneError(f"Backbone plugin: module {module!r} has no callable {attr!r}.")
-    backbone = factory(**options)
+    try:
+        backbone = factory(**options)
+    except FeatstoreError:
+        raise
+    except (Exception, SystemExit) as err:
+        hint = (f" A factory takes the options as keywords (def {attr}(**options)); it was "
+                f"given {sorted(options)}." if isinstance(err, TypeError) else "")
+        raise BackboneError(f"Backbone plugin {spec} failed: {type(err).__name__}: "
+                            f"{one_line(err)}.{hint}") from err
     if not isinstance(backbone, Backbone):
         raise UnknownBackboneError(
-            f"Backbone plugin {module}:{attr} returned {type(backbone).__name__}; it must return "
+            f"Backbone plugin {spec} returned {type(backbone).__name__}; it must return "
             "a featstore.backbones.Backbone (see docs/extract.md, 'Plugins')."
         )
+    modality = getattr(backbone, "modality", None)
+    if not isinstance(getattr(backbone, "id", None), str) or modality not in ("image", "text"):
+        raise BackboneError(f"Backbone plugin {spec} returned a backbone without a string 'id' "
+                            "or with a modality other than 'image' or 'text'.")
     return backbone

@@ -34,6 +34,13 @@ class Backbone(abc.ABC):
 
         Must contain ``weights_sha256`` (or the remote model's name and version),
         ``layer``, ``pooling`` and ``preprocessing``; never secrets.
+
+        The whole of it is stored in a feature set's metadata; the content key hashes it
+        without ``id``, ``num_features`` and ``library`` and, when ``weights_sha256`` is
+        set, without the location fields ``weights_source``, ``weights_path``, ``path``,
+        ``source`` and ``folder`` (:func:`featstore.keys.backbone_key_inputs`). So hash
+        the weights' bytes, not their path, and the same weights installed anywhere
+        share one key.
         """
 
     def transform(self, train: bool = False) -> Callable[[Any], Any]:

@@ -28,13 +28,63 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_warned_userinfo: set[str] = set()
+
+
 def _public_url(url: str) -> str:
-    """The URL without any user:password part."""
+    """The URL as the service's identity: no user:password, no query, no default port."""
     parts = urlsplit(url)
     netloc = parts.hostname or ""
-    if parts.port:
+    if parts.port and parts.port != _DEFAULT_PORTS.get(parts.scheme):
         netloc += f":{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _checked_base_url(url: str, origin: str, api_key_env: str) -> tuple[str, str]:
+    """(request URL without user:password, public URL) of an API root, or a ConfigError.
+
+    A ``user:password@`` part is dropped with one warning: requests would send it as
+    Basic auth in place of the API key. The query string is kept for the requests (some
+    services need one) but never recorded.
+    """
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"{origin} must be an http(s) URL such as https://api.openai.com/v1; "
+                           f"{why}. Fix {origin}.")
+
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as err:
+        raise bad(f"it does not parse ({err})") from None
+    if parts.scheme not in ("http", "https"):
+        raise bad(f"its scheme is {parts.scheme!r}" if parts.scheme else "it has no http(s)://")
+    if not parts.hostname:
+        raise bad("it names no host")
+    netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    netloc += f":{port}" if port else ""
+    public = _public_url(url.strip())
+    if (parts.username or parts.password) and public not in _warned_userinfo:
+        _warned_userinfo.add(public)
+        log.warning("%s holds a user name and password (user:password@): ignored. The API is "
+                    "called with the key in $%s (Bearer); remove them from the URL.",
+                    origin, api_key_env)
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), parts.query, "")), public
+
+
+def _bearer(api_key_env: str) -> Any:
+    """requests auth that sends ``Bearer $KEY`` (and nothing from the URL or ~/.netrc)."""
+    import requests
+
+    class Bearer(requests.auth.AuthBase):
+        def __call__(self, r: Any) -> Any:
+            r.headers.pop("Authorization", None)
+            key = os.environ.get(api_key_env)
+            if key:
+                r.headers["Authorization"] = f"Bearer {key}"
+            return r
+
+    return Bearer()
 
 
 class OpenAIEmbeddings(Backbone):
@@ -68,10 +118,18 @@ class OpenAIEmbeddings(Backbone):
                  dimensions: int | None = None, sleep: Callable[[float], None] = time.sleep):
         import requests
 
-        if not model:
+        if not model or not model.strip():
             raise ConfigError("openai: needs a model name, e.g. openai:text-embedding-ada-002.")
+        for name, value, low in (("batch_size", batch_size, 1), ("max_retries", max_retries, 0),
+                                 ("dimensions", dimensions if dimensions is not None else 1, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"The '{name}' option of openai: must be an integer >= {low}. "
+                                  f"Got {value!r} instead.")
         self.model = model
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        origin = ("the base_url option" if base_url else
+                  "OPENAI_BASE_URL" if os.environ.get("OPENAI_BASE_URL") else "the default URL")
+        self.base_url, self.public_url = _checked_base_url(
+            base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL, origin, api_key_env)
         self.api_key_env = api_key_env
         self.batch_size, self.max_retries = int(batch_size), int(max_retries)
         self.backoff, self.max_backoff, self.timeout = backoff, max_backoff, timeout
@@ -82,21 +140,18 @@ class OpenAIEmbeddings(Backbone):
         self._last_request = 0.0
         self._lock = threading.Lock()
         self._session = requests.Session()
+        self._session.auth = _bearer(api_key_env)  # never Basic auth from the URL or ~/.netrc
         self.id = f"openai:{model}"
         self.requests_sent = 0
 
     def provenance(self) -> dict[str, Any]:
         return {"id": self.id, "architecture": "api", "weights_sha256": None,
-                "weights_source": f"api:{_public_url(self.base_url)}", "model": self.model,
+                "weights_source": f"api:{self.public_url}", "model": self.model,
                 "dimensions": self.dimensions, "layer": "embedding", "pooling": "api",
                 "num_features": self.num_features, "preprocessing": {}}
 
     def _headers(self) -> dict[str, str]:
-        key = os.environ.get(self.api_key_env)
-        headers = {"Content-Type": "application/json"}
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
+        return {"Content-Type": "application/json"}  # the key: see _bearer
 
     def encode(self, batch: list[str]) -> torch.Tensor:
         texts = list(batch)
@@ -115,11 +170,12 @@ class OpenAIEmbeddings(Backbone):
     def _request(self, texts: list[str]) -> torch.Tensor:
         import requests
 
-        url = f"{self.base_url}/embeddings"
+        parts = urlsplit(self.base_url)
+        url = urlunsplit(parts._replace(path=parts.path + "/embeddings"))
         body: dict[str, Any] = {"model": self.model, "input": texts}
         if self.dimensions:
             body["dimensions"] = self.dimensions
-        where = _public_url(url)
+        where = f"{self.public_url}/embeddings"
         last_problem = ""
         for attempt in range(self.max_retries + 1):
             self._throttle()

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 def _check_name(name: str) -> None:
     import timm
 
+    if not name.strip():
+        raise UnknownBackboneError("timm: needs a model name, e.g. timm:resnet50 (list them with "
+                                   "`python -c \"import timm; print(timm.list_models())\"`).")
     if timm.is_model(name):
         return
     close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
@@ -27,6 +30,18 @@ def _check_name(name: str) -> None:
         f"timm has no model named {name!r}.{hint} List them with "
         "`python -c \"import timm; print(timm.list_models('*PATTERN*'))\"`."
     )
+
+
+def _create(name: str, pooling: str | None, **kwargs: Any) -> torch.nn.Module:
+    """``timm.create_model`` with its option errors (an unknown pooling, ...) made clear."""
+    import timm
+
+    try:
+        return timm.create_model(name, **kwargs)
+    except (AssertionError, ValueError, TypeError, KeyError) as err:
+        what = f"pooling {pooling!r}" if pooling else "these options"
+        raise BackboneError(f"timm cannot build {name} with {what}: {err}. Pooling is one of "
+                            "avg, max, avgmax, catavgmax, token (ViTs), or leave it out.") from err
 
 
 class TimmBackbone(Backbone):
@@ -67,7 +82,7 @@ class TimmBackbone(Backbone):
             self.model_card = read_card_beside(weights, f"timm:{name}")
             if self.model_card:  # weights made by `featstore pretrain`: its head size
                 kwargs["num_classes"] = self.model_card["num_classes"]
-            self.model = timm.create_model(name, pretrained=False, **kwargs)
+            self.model = _create(name, pooling, pretrained=False, **kwargs)
             loaded = read_state_dict(weights)
             state, how = match_state_dict(self.model, loaded, str(weights))
             try:
@@ -87,7 +102,7 @@ class TimmBackbone(Backbone):
             source = f"timm-hub:{self.model.pretrained_cfg.get('hf_hub_id') or name}"
         else:
             torch.manual_seed(seed)
-            self.model = timm.create_model(name, pretrained=False, **kwargs)
+            self.model = _create(name, pooling, pretrained=False, **kwargs)
             source = f"random(seed={seed})"
         self.model.eval().requires_grad_(False)
         self.weights_sha256 = state_dict_sha256(self.model.state_dict())

@@ -6,13 +6,17 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from ..errors import UnknownDatasetError
+from ..errors import ConfigError, UnknownDatasetError
 from ._base import ArraySampleSet, FileSampleSet, SampleSet
 from . import builtin, sources
 from .splits import limit_indices
+from .tables import check_encoding
 
 __all__ = ["SampleSet", "ArraySampleSet", "FileSampleSet", "load_dataset", "list_datasets",
            "fetch_builtin"]
+
+#: Options of ``load_dataset`` (and ``dataset_options`` of an extraction) for tables.
+DATASET_OPTIONS = ("text_column", "image_column", "label_column", "id_column", "encoding")
 
 KINDS = ("an image folder (a subfolder per class)", "a .csv/.tsv/.jsonl/.parquet manifest",
          "an IDX file (*-idx3-ubyte[.gz])", "a .npz/.npy array file",
@@ -38,9 +42,15 @@ def load_dataset(spec: str, split: str = "train", *, limit: int | None = None, s
     limit : int, optional
         A seeded subset of this many samples (stratified by class), in original order.
     **columns
-        ``text_column``, ``image_column``, ``label_column``, ``id_column`` for tables.
+        ``text_column``, ``image_column``, ``label_column``, ``id_column`` for tables,
+        and ``encoding`` for CSV/TSV/JSONL files (default UTF-8, with or without a BOM).
     """
+    unknown = sorted(set(columns) - set(DATASET_OPTIONS))
+    if unknown:
+        raise ConfigError(f"Unknown data set option(s) {unknown}. Known: "
+                          f"{', '.join(DATASET_OPTIONS)}.")
     columns = {k: v for k, v in columns.items() if v}
+    check_encoding(columns.get("encoding"))
     name = _builtin_name(spec)
     if name in builtin.BUILTINS:
         samples = builtin.BUILTINS[name][0](split)
@@ -62,6 +72,7 @@ def load_dataset(spec: str, split: str = "train", *, limit: int | None = None, s
 def _from_path(path: Path, split: str, spec: str, columns: dict[str, Any]) -> SampleSet:
     if path.is_dir():
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            columns = {k: v for k, v in columns.items() if k != "encoding"}  # binary
             return sources.hf_saved(path, split, spec, **columns)
         return sources.image_folder(path, split, spec)
     lower = path.name.lower()

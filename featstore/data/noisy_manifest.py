@@ -12,7 +12,9 @@ import numpy as np
 from .. import keys
 from ..errors import ConfigError, DataError
 from ..noise import ALL_KINDS, add_label_noise, caption_swap, check_ratio
-from .sources import IMAGE_COLUMNS, MANIFEST_SUFFIXES, TEXT_COLUMNS, _read_rows
+from .outputs import check_output_file
+from .sources import IMAGE_COLUMNS, MANIFEST_SUFFIXES, TEXT_COLUMNS
+from .tables import check_encoding, read_rows
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -48,15 +50,18 @@ def write_noisy_manifest(src: str | Path, out: str | Path, *, ratio: float,
                          kind: str = "symmetric", seed: int = 0,
                          label_column: str = "label", text_column: str | None = None,
                          transition: dict[str, str] | None = None, split: str = "train",
-                         force: bool = False) -> dict[str, Any]:
+                         force: bool = False, encoding: str | None = None) -> dict[str, Any]:
     """Write ``out``: the rows of ``src`` with noisy labels (or captions), the clean value
     in ``clean_<column>`` and an ``is_noisy`` column; plus ``out.noise.json`` (provenance).
 
     A manifest with a ``split`` column gets noise in the rows of ``split`` only (test
     rows stay clean). Relative image paths are rewritten for ``out``'s folder.
-    Returns the provenance record."""
+    ``encoding``: of a CSV/TSV/JSONL ``src`` (default UTF-8, BOM-aware); ``out`` is
+    always UTF-8. Returns the provenance record."""
     src, out = Path(src), Path(out)
     check_ratio(ratio)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"The 'seed' parameter must be an int >= 0. Got {seed!r} instead.")
     if kind not in ALL_KINDS:
         raise ConfigError(f"The 'kind' parameter must be one of {', '.join(ALL_KINDS)}. "
                           f"Got {kind!r} instead.")
@@ -72,9 +77,15 @@ def write_noisy_manifest(src: str | Path, out: str | Path, *, ratio: float,
     if text_column and kind != "caption-swap":
         raise ConfigError("--text-column applies to --kind caption-swap only; label noise uses "
                           "--label-column.")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a manifest file path, e.g. "
+                          f"{out / ('noisy' + src.suffix)}.")
     if out.exists() and not force:
         raise ConfigError(f"{out} exists; pass --force to replace it, or give another --out.")
-    rows = _read_rows(src)
+    check_output_file(out, "--out", "noisy" + src.suffix)
+    check_output_file(Path(str(out) + ".noise.json"), "The provenance file of --out")
+    check_encoding(encoding)
+    rows = read_rows(src, encoding)
     if not rows:
         raise DataError(f"{src} has no rows.")
     columns = list(rows[0])

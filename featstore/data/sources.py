@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,31 +10,56 @@ import numpy as np
 from ..errors import DataError, MissingDependencyError
 from ._base import ArraySampleSet, FileSampleSet, SampleSet
 from .idx import labels_beside, read_idx
+from .tables import read_rows
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 IMAGE_COLUMNS = ("image", "path", "file", "filepath", "image_path")
 TEXT_COLUMNS = ("text", "sentence", "caption", "review")
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
+F32_MAX = float(np.finfo(np.float32).max)
 
 
-def _labels_from(values: list[Any], where: str) -> tuple[np.ndarray, list[str] | None, str]:
-    """Ints -> classes; strings -> class names (sorted); floats -> regression targets."""
-    missing = [i for i, v in enumerate(values) if v is None or v == "" or (isinstance(v, float) and np.isnan(v))]
+def _labels_from(values: list[Any], where: str, ids: list[str] | None = None
+                 ) -> tuple[np.ndarray, list[str] | None, str]:
+    """Ints -> classes; strings -> class names (sorted); floats -> regression targets.
+
+    Regression targets must be finite in float32 (the stored dtype): ``inf``, ``1e400``
+    or ``1e39`` would train to NaN, so they are refused here, naming the row.
+    """
+    def row(i: int) -> str:
+        return f"row {i + 1} (sample id {ids[i]!r})" if ids else f"row {i + 1}"
+
+    missing = [i for i, v in enumerate(values) if v is None or v == "" or _isnan(v)]
     if missing:
-        raise DataError(f"{where}: {len(missing)} rows have no label (first: row {missing[0]}). "
-                        "Fill them in, or drop the label column for unlabelled data.")
+        raise DataError(f"{where}: {len(missing)} rows have no label, the first is "
+                        f"{row(missing[0])}. Fill them in, or drop the label column for "
+                        "unlabelled data.")
     kinds = {type(v).__name__ for v in values}
     if kinds <= {"int", "int64", "bool"}:
-        return np.asarray(values, dtype=np.int64), None, "classification"
+        try:
+            return np.asarray(values, dtype=np.int64), None, "classification"
+        except OverflowError:
+            i = next(i for i, v in enumerate(values) if abs(int(v)) > np.iinfo(np.int64).max)
+            raise DataError(f"{where}: the label of {row(i)} does not fit a 64-bit integer. "
+                            "Class labels are small integers or names; regression targets "
+                            "are floats.") from None
     if kinds <= {"float", "int", "float64", "int64"}:
-        arr = np.asarray(values, dtype=np.float64)
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except OverflowError:  # an int beyond float64
+            arr = np.array([float("inf") if abs(v) > 1e308 else v for v in values], dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(arr) | (np.abs(arr) > F32_MAX))
+        if len(bad):
+            raise DataError(f"{where}: the label of {row(int(bad[0]))} is not a finite float32 "
+                            "number (it is inf, or beyond ±3.4e38); regression targets must be "
+                            f"finite. Fix or drop that row ({len(bad)} such row(s) in all).")
         if np.all(arr == np.round(arr)) and "float" not in kinds:
             return arr.astype(np.int64), None, "classification"
         return arr.astype(np.float32), None, "regression"
     if kinds == {"str"}:
         as_num = _maybe_numeric([str(v) for v in values])
         if as_num is not None:
-            return _labels_from(as_num, where)
+            return _labels_from(as_num, where, ids)
         classes = sorted(set(values))
         index = {c: i for i, c in enumerate(classes)}
         return np.array([index[v] for v in values], dtype=np.int64), classes, "classification"
@@ -86,35 +110,8 @@ def image_folder(path: Path, split: str, name: str) -> SampleSet:
                          source={"kind": "image-folder", "path": str(base)})
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        import csv
-
-        with open(path, newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
-    if suffix == ".jsonl":
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise DataError(f"{path} line {n} is not JSON: {err}") from err
-        return rows
-    try:
-        import pandas as pd
-    except ImportError as err:
-        raise MissingDependencyError("Parquet manifests need pandas and pyarrow: "
-                                     "pip install 'featstore[tables]'.") from err
-    df = pd.read_parquet(path)
-    return [{k: (None if _isnan(v) else (v.item() if hasattr(v, "item") else v)) for k, v in r.items()}
-            for r in df.to_dict("records")]
-
-
 def _isnan(v: Any) -> bool:
-    return isinstance(v, float) and np.isnan(v)
+    return isinstance(v, float) and bool(np.isnan(v))
 
 
 def _pick(columns: list[str], given: str | None, options: tuple[str, ...]) -> str | None:
@@ -125,9 +122,11 @@ def _pick(columns: list[str], given: str | None, options: tuple[str, ...]) -> st
 
 def manifest(path: Path, split: str, name: str, *, text_column: str | None = None,
              image_column: str | None = None, label_column: str | None = None,
-             id_column: str | None = None) -> SampleSet:
-    """A CSV/TSV/JSONL/Parquet table: image path or text, optional label, id and split."""
-    rows = _read_rows(path)
+             id_column: str | None = None, encoding: str | None = None) -> SampleSet:
+    """A CSV/TSV/JSONL/Parquet table: image path or text, optional label, id and split.
+
+    ``encoding``: of a CSV/TSV/JSONL file (default UTF-8, with or without a BOM)."""
+    rows = read_rows(path, encoding)
     if not rows:
         raise DataError(f"{path} has no rows.")
     columns = list(rows[0])
@@ -151,7 +150,8 @@ def manifest(path: Path, split: str, name: str, *, text_column: str | None = Non
     ids = [str(r[idc]) for r in rows] if idc else [str(i) for i in range(len(rows))]
     labels = classes = task = None
     if lab:
-        labels, classes, task = _labels_from([r.get(lab) for r in rows], f"{path} column {lab!r}")
+        labels, classes, task = _labels_from([r.get(lab) for r in rows], f"{path} column {lab!r}",
+                                             ids)
     common = dict(name=name, split=split, sample_ids=ids, labels=labels, classes=classes,
                   task=task, source={"kind": "manifest", "path": str(path),
                                      "column": img or txt, "label_column": lab})
@@ -195,7 +195,8 @@ def numpy_file(path: Path, split: str, name: str) -> SampleSet:
     if y is not None:
         if len(y) != len(x):
             raise DataError(f"{path}: {len(x)} samples but {len(y)} labels.")
-        labels, classes, task = _labels_from(y.tolist(), f"{path} labels")
+        labels, classes, task = _labels_from(y.tolist(), f"{path} labels",
+                                             [str(i) for i in range(len(x))])
     return ArraySampleSet(data=x.astype(object) if text else x, name=name, split=split,
                           modality="text" if text else "image",
                           sample_ids=[str(i) for i in range(len(x))], labels=labels,
@@ -223,14 +224,14 @@ def hf_saved(path: Path, split: str, name: str, *, text_column: str | None = Non
         raise DataError(f"{path} has no image or text column; its columns are {cols}. "
                         "Name one with --image-column or --text-column.")
     lab = _pick(cols, label_column, ("label", "labels"))
+    idc = _pick(cols, id_column, ("id",))
+    ids = [str(v) for v in ds[idc]] if idc else [str(i) for i in range(len(ds))]
     labels = classes = task = None
     if lab:
         feat = ds.features[lab]
-        labels, classes, task = _labels_from(list(ds[lab]), f"{path} column {lab!r}")
+        labels, classes, task = _labels_from(list(ds[lab]), f"{path} column {lab!r}", ids)
         if hasattr(feat, "names"):
             classes = list(feat.names)
-    idc = _pick(cols, id_column, ("id",))
-    ids = [str(v) for v in ds[idc]] if idc else [str(i) for i in range(len(ds))]
     common = dict(name=name, split=split, sample_ids=ids, labels=labels, classes=classes,
                   task=task, source={"kind": "hf-datasets", "path": str(path)})
     if img:

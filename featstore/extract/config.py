@@ -2,13 +2,49 @@
 
 from __future__ import annotations
 
+import math
+import reprlib
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Mapping
 
 from ..errors import ConfigError
 from ..store.codecs import parse_codec
 
 DTYPES = ("float16", "float32")
+
+#: The range of every integer option, for every caller: the CLI (its flags say the
+#: lower bounds early), config files, the Python API and the extraction service (whose
+#: operator may lower the upper bounds: `featstore serve --limits`). Zero and negative
+#: values of counts and sizes mean nothing useful, so they are refused everywhere.
+RANGES: dict[str, tuple[int, int]] = {
+    "chunk_rows": (1, 1 << 20),
+    "batch_size": (1, 1 << 16),
+    "views": (1, 1024),
+    "image_size": (1, 8192),
+    "limit": (1, 2**31 - 1),
+    "num_workers": (0, 256),
+    "seed": (0, 2**63 - 1),
+}
+#: Integer options that may also be unset (None: the default of the backbone or data).
+OPTIONAL = ("image_size", "limit", "num_workers")
+
+
+def show(value: Any) -> str:
+    """A short repr of a value from a user (a request may hold huge or deeply nested ones)."""
+    return _SHORT.repr(value)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlevel = 80, 80, 3
+
+
+def check_range(name: str, value: Any, low: int, high: int, *, where: str = "of extract",
+                why: str = "") -> None:
+    """:class:`ConfigError` unless ``value`` is an int (not a bool) in [low, high]."""
+    if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+        return
+    raise ConfigError(f"The '{name}' option {where} must be an int in [{low}, {high}]{why}. "
+                      f"Got {show(value)} instead.")
 
 
 @dataclass
@@ -49,7 +85,8 @@ class ExtractConfig:
 
     def validate(self) -> None:
         def bad(name: str, expected: str, got: Any) -> ConfigError:
-            return ConfigError(f"The '{name}' option of extract must be {expected}. Got {got!r} instead.")
+            return ConfigError(f"The '{name}' option of extract must be {expected}. "
+                               f"Got {show(got)} instead.")
 
         if not self.backbones:
             raise bad("backbone", "given at least once", self.backbones)
@@ -60,16 +97,14 @@ class ExtractConfig:
         if self.dtype not in DTYPES:
             raise bad("dtype", f"one of {', '.join(DTYPES)}", self.dtype)
         self.codec = parse_codec(self.codec)
-        for name in ("chunk_rows", "batch_size", "views"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise bad(name, "an int in [1, inf)", v)
-        if self.num_workers is not None and (not isinstance(self.num_workers, int) or self.num_workers < 0):
-            raise bad("num_workers", "an int in [0, inf)", self.num_workers)
-        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
-            raise bad("limit", "an int in [1, inf)", self.limit)
-        if isinstance(self.lease_seconds, bool) or not isinstance(self.lease_seconds, (int, float)) \
-                or self.lease_seconds <= 0:
+        for name, (low, high) in RANGES.items():
+            value = getattr(self, name)
+            if value is None and name in OPTIONAL:
+                continue
+            check_range(name, value, low, high)
+        lease = self.lease_seconds
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) \
+                or not math.isfinite(lease) or lease <= 0:
             raise bad("lease_seconds", "a number of seconds in (0, inf)", self.lease_seconds)
         if self.augment not in ("none", "train"):
             raise bad("augment", "'none' or 'train'", self.augment)
@@ -79,16 +114,25 @@ class ExtractConfig:
                 "would be identical."
             )
 
+    def check_maxima(self, maxima: Mapping[str, int], why: str = "") -> None:
+        """Also within these upper bounds (a service's, set by its operator); ``why`` says
+        where they come from."""
+        for name, high in maxima.items():
+            value = getattr(self, name)
+            if value is not None:
+                check_range(name, value, RANGES[name][0], high, why=why)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExtractConfig":
         """Build from a YAML/JSON mapping; unknown keys are an error that lists the known ones."""
         names = {f.name for f in fields(cls)}
         aliases = {"backbone": "backbones", "dataset": "datasets", "split": "splits"}
-        data = {aliases.get(k, k).replace("-", "_"): v for k, v in data.items()}
+        data = {aliases.get(str(k), str(k)).replace("-", "_"): v for k, v in data.items()}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(
-                f"Unknown keys {unknown} in the extract config. Known keys: {', '.join(sorted(names))}."
+                f"Unknown keys {show(unknown)} in the extract config. Known keys: "
+                f"{', '.join(sorted(names))}."
             )
         return cls(**data)
 

@@ -54,10 +54,12 @@ class ExtractResult:
 
 
 def key_inputs(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig) -> dict[str, Any]:
-    """Everything that determines the stored values, and nothing else."""
-    prov = dict(backbone.provenance())
-    prov.pop("num_features", None)
-    prov.pop("id", None)  # a display name; the weights hash and architecture decide
+    """Everything that determines the stored values, and nothing else.
+
+    Where the backbone's files sit is not in it (see :func:`keys.backbone_key_inputs`):
+    the same weights at two paths give one key. The metadata keeps the full provenance.
+    """
+    prov = keys.backbone_key_inputs(backbone.provenance())
     return {
         "schema": schema.SCHEMA_VERSION,
         "backbone": prov,
@@ -141,21 +143,47 @@ def _remove(path: Any) -> None:
 
 
 def _cached(path: Any, base: dict[str, Any], t0: float) -> ExtractResult | None:
-    """The result of a cache hit on a complete store at ``path``, or None."""
+    """The result of a cache hit on a complete, undamaged store at ``path``, or None.
+
+    A damaged complete store is no hit. Opening it checks that every chunk file is
+    there; its labels, sample ids and valid mask are checked against their digests and
+    every chunk against its sha256 (unless FEATSTORE_VERIFY_READS=0). If only feature
+    chunks are damaged, they are marked for re-extraction under the key's lease
+    (``mark_for_reextraction``) and None is returned: the caller resumes and recomputes
+    only them. Damaged labels or sample ids cannot be recomputed chunk by chunk: an
+    error names --force.
+    """
+    from ..store.integrity import StoreDamagedError, mark_for_reextraction
+
     if not path.exists():
         return None
     try:
         done = open_store(path)
+    except StoreDamagedError as err:
+        damage = err
     except (StoreIncompleteError, StoreCorruptError):
-        return None  # resume it, or start again if it cannot be read
-    with done:
-        if done.key != base["key"]:
-            raise StoreCorruptError(
-                f"{path} holds the feature set of key {done.key}, not {base['key']}: it was "
-                "renamed or unpacked under a wrong name. Remove it with `featstore rm`.")
-        return ExtractResult(**base, shape=list(done.shape), cached=True,
-                             n_invalid=int((~done.valid).sum()),
-                             seconds=time.perf_counter() - t0)
+        return None  # resume it, or start again (under the lease) if it cannot be read
+    else:
+        with done:
+            if done.key != base["key"]:
+                raise StoreCorruptError(
+                    f"{path} holds the feature set of key {done.key}, not {base['key']}: it "
+                    "was renamed or unpacked under a wrong name. Remove it with `featstore rm`.")
+            try:
+                valid, _, _ = done.valid, done.labels, done.sample_ids  # checked reads
+                done.check_chunks()
+                return ExtractResult(**base, shape=list(done.shape), cached=True,
+                                     n_invalid=int((~valid).sum()),
+                                     seconds=time.perf_counter() - t0)
+            except StoreDamagedError as err:
+                damage = err
+    if damage.array in (schema.LABELS, schema.SAMPLE_IDS):
+        raise damage  # its message says: extract again with --force
+    chunks = mark_for_reextraction(path)  # raises if more than feature chunks is damaged
+    if chunks:
+        log.warning("repairing %s: %d damaged chunk(s) %s are extracted again, the other "
+                    "chunks are kept", path, len(chunks), chunks[:10])
+    return None  # None from mark_for_reextraction: another writer holds the key's lease
 
 
 def _acquire(lease: Lease, path: Any, base: dict[str, Any], t0: float, *,
@@ -167,6 +195,8 @@ def _acquire(lease: Lease, path: Any, base: dict[str, Any], t0: float, *,
     process holds the lease (a dead writer's lease is taken over once it has gone
     unrenewed for its duration, and the extraction resumes from its committed chunks).
     """
+    from ..store.root import clear_damaged, is_damaged
+
     told = None
     while not lease.acquire():
         holder = lease.holder()
@@ -177,10 +207,17 @@ def _acquire(lease: Lease, path: Any, base: dict[str, Any], t0: float, *,
                         base["split"], base["key"], holder.describe(), holder.seconds)
             told = holder.generation
         time.sleep(min(2.0, (holder.seconds if holder else lease.seconds) / 6))
-        hit = _cached(path, base, t0) if reuse else None
+        hit = _cached(path, base, t0) if reuse and not is_damaged(path) else None
         if hit is not None:
             hit.waited_seconds = round(time.perf_counter() - t0, 3)
             return hit
+    try:
+        # A key folder without usable metadata (a writer killed before writing it, or
+        # files removed by hand) must not block the key forever: start it again.
+        clear_damaged(path)
+    except BaseException:
+        lease.release(remove=True)  # nothing was written under it
+        raise
     return None
 
 
@@ -201,7 +238,11 @@ def extract_one(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
     path = root.path_for(key, cfg.format)
     base = dict(key=key, path=str(path), backbone=backbone.id, dataset=samples.name,
                 split=samples.split)
-    if not cfg.force:
+    from ..store.root import is_damaged
+
+    # A damaged set (no usable metadata: its writer was killed first) is no cache hit:
+    # it is replaced under the lease (_acquire).
+    if not cfg.force and not is_damaged(path):
         hit = _cached(path, base, t0)
         if hit is not None:
             log.info("cache hit: %s %s/%s is %s", backbone.id, samples.name, samples.split, path)

@@ -246,7 +246,7 @@ def _http_error(base: str, status: int, raw: bytes) -> Exception:
         return AuthenticationError(
             f"The service at {base} refused the request: {message}. Set {ENV_TOKEN} to your "
             "token (one from the server's tokens file), or pass --token-file FILE.", status)
-    if status == 400:
+    if status in (400, 403):
         return ConfigError(f"The service at {base} refused the job: {message}")
     if status in (429, 503):
         return ServiceBusyError(f"The service at {base} is busy: {message}.", status)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import FeatstoreError
+from ..errors import ConfigError, FeatstoreError
 
 
 class ServiceError(FeatstoreError, RuntimeError):
@@ -33,3 +33,9 @@ class JobFailedError(ServiceError):
     def __init__(self, message: str, jobs: list[dict[str, Any]]):
         super().__init__(message)
         self.jobs = jobs
+
+
+class PathNotAllowedError(ConfigError):
+    """A job names a file or folder outside the service's data folders (HTTP 403)."""
+
+    status = 403

@@ -56,6 +56,9 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, backbone_group);
 CREATE INDEX IF NOT EXISTS jobs_request ON jobs (request_key, state);
 CREATE INDEX IF NOT EXISTS jobs_submitter ON jobs (submitted_by, state);
 """
+#: At most one queued or running job per request key, enforced by SQLite itself.
+ONE_ACTIVE = ("CREATE UNIQUE INDEX IF NOT EXISTS jobs_one_active ON jobs (request_key) "
+              "WHERE state IN ('queued', 'running')")
 
 
 def default_queue_path(root: str) -> Path:
@@ -113,6 +116,10 @@ class JobQueue:
         with closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode = WAL")
             db.executescript(SCHEMA)
+            try:
+                db.execute(ONE_ACTIVE)
+            except sqlite3.IntegrityError:  # an old queue that already holds duplicates:
+                pass                        # submit() still joins instead of duplicating
         with self._write() as db:
             meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
             if not meta:
@@ -152,14 +159,20 @@ class JobQueue:
         All or nothing: when the new jobs would pass ``max_queue`` queued jobs, or
         ``max_per_token`` active jobs of this token, nothing is queued and
         :class:`ServiceBusyError` (status 503 or 429) says so.
+
+        Equal requests at the same moment make one job: whether an equal job is active
+        or has just finished is decided in the same transaction as the insert (a job
+        that finished after the first look, outside it, is a cache hit, not a new job).
         """
         answers: list[dict[str, Any] | None] = []
+        looked: list[int | None] = []  # the done job checked (and found incomplete), if any
         for req in requests:
             done = self.finished(req.request_key)
             if done and done["path"] and is_complete(done["path"]):
                 answers.append({**_brief(done), "status": "cached"})
             else:
                 answers.append(None)
+            looked.append(done["id"] if done else None)
         now = time.time()
         new: list[int] = []
         with self._write() as db:
@@ -171,6 +184,12 @@ class JobQueue:
                                  (req.request_key,)).fetchone()
                 if row is not None:
                     answers[i] = {**_brief(view(row)), "status": "joined"}
+                    continue
+                row = db.execute("SELECT * FROM jobs WHERE request_key = ? AND state = 'done' "
+                                 "ORDER BY id DESC LIMIT 1", (req.request_key,)).fetchone()
+                if row is not None and row["id"] != looked[i] and row["store_path"] \
+                        and is_complete(row["store_path"]):  # finished since the first look
+                    answers[i] = {**_brief(view(row)), "status": "cached"}
                     continue
                 cur = db.execute(
                     "INSERT INTO jobs (request_key, state, config, backbone, backbone_group, "

@@ -12,14 +12,14 @@ Endpoints (all JSON; every one but ``/health`` needs ``Authorization: Bearer TOK
 
 The main thread supervises the workers (one process per device): a worker that dies
 has its job put back in the queue at once and is restarted after a back-off.
+
+The HTTP side (parsing, limits, answers) is :mod:`.http_api`.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
-import json
-import logging
 import os
 import signal
 import sqlite3
@@ -28,22 +28,16 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError
-from .errors import ServiceBusyError
-from .queue import STATES, JobQueue, default_queue_path
-from .requests import expand, parse_body
+from .http_api import Handler, HTTPServer
+from .queue import JobQueue, default_queue_path
+from .requests import DEFAULT_LIMITS, DataDirs, expand, parse_body
 from .tokens import ENV_TOKENS, TokenSet
 
-log = logging.getLogger(__name__)
 
-#: At most this many bytes of a refused body are read (and discarded) so that the
-#: client sees the answer instead of a reset connection.
-DRAIN_LIMIT = 8 << 20
 #: Seconds a worker gets to stop (and commit its queued chunks) before it is killed.
 STOP_GRACE = 30.0
 TICK = 0.5
@@ -67,6 +61,9 @@ class ServiceConfig:
     max_jobs_per_request: int = 100
     keep_backbones: int = 3
     allow_plugins: tuple[str, ...] = ()   # modules whose module:function backbones may run
+    data_dirs: tuple[str, ...] = ()       # folders jobs may read files from (none: built-ins)
+    limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    read_timeout: float = 5.0             # seconds a request's next bytes may take
 
     def validate(self) -> None:
         def bad(name: str, expected: str, got: Any) -> ConfigError:
@@ -83,6 +80,8 @@ class ServiceConfig:
                 raise bad(name.replace("_", "-"), "at least 1", getattr(self, name))
         if self.max_request_bytes < 1024:
             raise bad("max-request-bytes", "at least 1024", self.max_request_bytes)
+        if not 0.1 <= self.read_timeout <= 300:
+            raise bad("read-timeout", "a number of seconds in [0.1, 300]", self.read_timeout)
 
 
 def parse_devices(spec: str) -> list[str]:
@@ -152,6 +151,7 @@ class Service:
         self.cfg, self.say, self.warn = cfg, say, warn
         self.root = cfg.root if "://" in cfg.root else str(Path(cfg.root).expanduser().resolve())
         self.cwd = Path.cwd()
+        self.data_dirs = DataDirs.resolve(cfg.data_dirs, self.cwd)
         self.queue = JobQueue(cfg.queue or default_queue_path(self.root), busy_timeout=10.0)
         self.queue.init(self.root)
         cpu_workers = sum(d == "cpu" for d in cfg.devices)
@@ -162,7 +162,7 @@ class Service:
         self.stopping = False
         self._serving = False
         try:
-            self.httpd = ThreadingHTTPServer((cfg.host, cfg.port), Handler)
+            self.httpd = HTTPServer((cfg.host, cfg.port), Handler)
         except OSError as err:
             if err.errno == errno.EADDRINUSE:
                 raise ConfigError(f"Port {cfg.port} on {cfg.host} is in use (another service?). "
@@ -217,6 +217,8 @@ class Service:
         self.say(f"  logs:    {self.queue.logs_dir}")
         self.say(f"  workers: {workers}")
         self.say(f"  tokens:  {', '.join(self.cfg.tokens.names)}")
+        self.say(f"  data:    {', '.join(self.data_dirs.names) or 'built-in data sets only'}")
+        self.say(f"  limits:  {', '.join(f'{k}<={v}' for k, v in self.cfg.limits.items())}")
         self.say(f"Submit with: FEATSTORE_TOKEN=... featstore submit --server {self.url} "
                  "-b BACKBONE -d DATASET --wait")
         self.say("Stop with Ctrl-C.")
@@ -297,7 +299,8 @@ class Service:
     def submit(self, body: bytes, token_name: str) -> tuple[int, dict[str, Any]]:
         requests = expand(parse_body(body), self.root, cwd=self.cwd,
                           allow_plugins=self.cfg.allow_plugins,
-                          max_jobs=self.cfg.max_jobs_per_request)
+                          max_jobs=self.cfg.max_jobs_per_request, data_dirs=self.data_dirs,
+                          limits=self.cfg.limits)
         answers = self.queue.submit(requests, submitted_by=token_name,
                                     max_attempts=self.cfg.max_attempts,
                                     max_queue=self.cfg.max_queue,
@@ -308,184 +311,3 @@ class Service:
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
-
-
-class _Reply(Exception):
-    """An error answer: status, message and extra headers."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
-
-
-UNAUTHORIZED = ("missing or unknown token: send 'Authorization: Bearer TOKEN' with a token from "
-                "the server's tokens file (clients read it from $FEATSTORE_TOKEN)")
-
-
-class Handler(BaseHTTPRequestHandler):
-    """One request; the JSON API of :class:`Service`."""
-
-    server_version = "featstore-service"
-    sys_version = ""
-    timeout = 30  # a stalled client cannot hold a thread for ever
-    token_name: str | None = None
-
-    @property
-    def service(self) -> Service:
-        return self.server.service  # type: ignore[attr-defined]
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    def _dispatch(self, method: str) -> None:
-        try:
-            url = urlsplit(self.path)
-            parts = [p for p in url.path.split("/") if p]
-            query = parse_qs(url.query)
-            if parts == ["health"]:
-                self._allow(method, "GET")
-                return self._send(200, self.service.health())
-            if not parts or parts[0] != "jobs" or len(parts) > 3 \
-                    or (len(parts) == 3 and parts[2] != "log"):
-                raise _Reply(404, f"no such endpoint: {url.path}. Endpoints: GET /health, "
-                                  "POST /jobs, GET /jobs, GET /jobs/ID, GET /jobs/ID/log")
-            self._allow(method, *(("GET", "POST") if len(parts) == 1 else ("GET",)))
-            self._authenticate()
-            if len(parts) == 1:
-                return self._submit() if method == "POST" else self._list(query)
-            job_id = self._job_id(parts[1])
-            if len(parts) == 2:
-                return self._send(200, self._job(job_id))
-            return self._log(job_id)
-        except _Reply as reply:
-            self._send(reply.status, {"error": reply.message}, reply.headers)
-        except ConnectionError:
-            pass  # the client went away
-        except Exception:
-            log.exception("error answering %s %s", method, self.path)
-            self._send(500, {"error": "internal error of the service; see its log"})
-
-    # -- steps -------------------------------------------------------------------------
-    def _allow(self, method: str, *allowed: str) -> None:
-        if method not in allowed:
-            self._drain()
-            raise _Reply(405, f"{method} is not allowed here; use {' or '.join(allowed)}",
-                         {"Allow": ", ".join(allowed)})
-
-    def _authenticate(self) -> None:
-        self.token_name = self.service.cfg.tokens.identify(self.headers.get("Authorization"))
-        if self.token_name is None:
-            self._drain()
-            raise _Reply(401, UNAUTHORIZED, {"WWW-Authenticate": 'Bearer realm="featstore"'})
-
-    def _body(self) -> bytes:
-        limit = self.service.cfg.max_request_bytes
-        if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            raise _Reply(411, "send the body with a Content-Length header (chunked transfer "
-                              "encoding is not accepted)")
-        length = self.headers.get("Content-Length")
-        try:
-            n = int(length) if length is not None else -1
-        except ValueError:
-            n = -1
-        if n < 0:
-            self.close_connection = True
-            raise _Reply(411, "a Content-Length header with the body's size in bytes is required")
-        if n > limit:
-            self._drain()
-            raise _Reply(413, f"request body of {n} bytes is larger than the service's limit of "
-                              f"{limit} bytes (--max-request-bytes); send fewer options per "
-                              "request")
-        return self.rfile.read(n)
-
-    def _drain(self) -> None:
-        """Read and drop an unread body (bounded), then close the connection."""
-        self.close_connection = True
-        try:
-            left = min(int(self.headers.get("Content-Length") or 0), DRAIN_LIMIT)
-            while left > 0:
-                block = self.rfile.read(min(left, 1 << 16))
-                if not block:
-                    break
-                left -= len(block)
-        except (OSError, ValueError):
-            pass
-
-    def _submit(self) -> None:
-        body = self._body()
-        try:
-            status, payload = self.service.submit(body, self.token_name or "")
-        except ConfigError as err:
-            raise _Reply(400, str(err)) from err
-        except ServiceBusyError as err:
-            retry = "5" if err.status == 503 else "30"
-            raise _Reply(err.status or 503, str(err), {"Retry-After": retry}) from err
-        self._send(status, payload)
-
-    def _list(self, query: dict[str, list[str]]) -> None:
-        states = [s.strip() for v in query.get("state", []) for s in v.split(",") if s.strip()]
-        unknown = sorted(set(states) - set(STATES))
-        if unknown:
-            raise _Reply(400, f"unknown state(s) {unknown}; expected some of {', '.join(STATES)}")
-        try:
-            limit = int(query.get("limit", ["500"])[-1])
-        except ValueError:
-            limit = -1
-        if not 1 <= limit <= 100000:
-            raise _Reply(400, "limit must be an integer in [1, 100000]")
-        self._send(200, {"jobs": self.service.queue.list(states or None, limit)})
-
-    def _job_id(self, text: str) -> int:
-        if not text.isdigit():
-            raise _Reply(404, f"no job {text!r}: job ids are integers")
-        return int(text)
-
-    def _job(self, job_id: int) -> dict[str, Any]:
-        job = self.service.queue.get(job_id)
-        if job is None:
-            raise _Reply(404, f"no job {job_id} in this service's queue")
-        return job
-
-    def _log(self, job_id: int) -> None:
-        self._job(job_id)
-        path = self.service.queue.log_path(job_id)
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            text = ""
-        self._send(200, {"id": job_id, "log": text})
-
-    # -- output ------------------------------------------------------------------------
-    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        body = (json.dumps(payload, default=str) + "\n").encode("utf-8")
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(body)
-        except (ConnectionError, OSError):
-            pass
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base signature)
-        # The request line and status only: headers (and so tokens) are never logged.
-        log.info("%s %s %s", self.address_string(), self.token_name or "-", format % args)

@@ -8,6 +8,12 @@ backbone is loaded once per worker), runs each with
 while it runs, and writes what it did to the job's log. An incomplete store left by a
 worker that died is resumed from its committed chunks. SIGTERM or SIGINT stops it
 cleanly: the job in hand goes back to the queue without using up an attempt.
+
+What clients can read (a job's ``error`` and its log) never quotes a file: an error
+message may hold a line of a data set, manifest or weights file (a parser names what it
+could not parse), so clients get the error's class, the path they gave, what the
+worker was doing and a generic description (:func:`public_error`); the full message and
+traceback go only to the worker's own log, which the service's operator reads.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from collections import OrderedDict
 from types import FrameType
 from typing import Any
 
+from .. import errors
 from ..errors import FeatstoreError
 from .queue import JobQueue
 
@@ -35,6 +42,29 @@ log = logging.getLogger("featstore.service.worker")  # also when run as __main__
 POLL_SECONDS = 0.5
 #: A failed attempt is retried after this many seconds times the attempts used.
 RETRY_DELAY = 1.0
+#: Loggers whose records a job's log (served to clients) takes: the worker's own lines
+#: and the pipeline's and store's (keys, chunks, leases). Data set and backbone modules
+#: may quote their files, so their records go to the worker's log only.
+PUBLIC_LOGGERS = ("featstore.service", "featstore.extract", "featstore.store")
+#: What a client is told of an error, by class (the first match in this order).
+DESCRIPTIONS: tuple[tuple[type[BaseException], str], ...] = (
+    (errors.UnknownBackboneError, "the backbone spec names no backbone this service can load"),
+    (errors.UnknownDatasetError, "the data set is not one this service can read"),
+    (errors.MissingAssetError, "a model or data set the job needs is not installed here"),
+    (errors.MissingDependencyError, "a Python package the job needs is not installed here"),
+    (errors.DataError, "the data set could not be read as asked: its format, columns, "
+                       "labels or a sample did not fit"),
+    (errors.DimensionMismatchError, "the backbone's features do not fit the stored set's"),
+    (errors.BackboneError, "the backbone could not be built or its weights not loaded"),
+    (errors.ConfigError, "the job's options do not fit this backbone or data set"),
+    (errors.DiskFullError, "the service's disk is full"),
+    (errors.StoreCorruptError, "a feature set in the service's root is damaged"),
+    (errors.EmbeddingAPIError, "the embeddings API could not be reached or kept failing"),
+    (MemoryError, "the worker ran out of memory"),
+    (UnicodeError, "a file is not in the text encoding it was read with"),
+    (OSError, "a file could not be read or written"),
+    (ValueError, "a value in the data, the weights or the options could not be used"),
+)
 
 
 class Shutdown(BaseException):
@@ -99,6 +129,7 @@ class Worker:
         self.loaded: OrderedDict[str, Any] = OrderedDict()  # backbone group -> Backbone
         self.stopping = False
         self.in_job = False
+        self.phase = "starting the job"
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -133,6 +164,7 @@ class Worker:
         formatter = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S+00:00")
         formatter.converter = time.gmtime  # UTC, like the server's lines in the same log
         handler.setFormatter(formatter)
+        handler.addFilter(_public_record)
         package = logging.getLogger("featstore")
         package.addHandler(handler)
         beat = Heartbeat(self.queue, job_id, owner, self.lease)
@@ -155,9 +187,14 @@ class Worker:
                                "job finished: queued again, the next attempt resumes")
         except Exception as err:  # any error of one job: record it, keep serving
             self.in_job = False
+            public = public_error(err, self.phase)
+            # The operator's log: everything. The job's log and error (clients): no data.
             log.error("job %d failed on attempt %d of %d:\n%s", job_id, job["attempts"],
-                      job["max_attempts"], traceback.format_exc().rstrip())
-            state = self.queue.fail(job_id, owner, _message(err), retry_delay=RETRY_DELAY,
+                      job["max_attempts"], traceback.format_exc().rstrip(),
+                      extra={"private": True})
+            self.queue.append_log(job_id, f"job {job_id} failed on attempt {job['attempts']} of "
+                                  f"{job['max_attempts']}:\n{public_traceback(err, public)}")
+            state = self.queue.fail(job_id, owner, public, retry_delay=RETRY_DELAY,
                                     permanent=isinstance(err, PERMANENT))
             log.info("job %d: %s", job_id, {"queued": "queued again for another attempt",
                                             "failed": "failed (no attempts left, or an error "
@@ -175,13 +212,17 @@ class Worker:
         from ..extract.config import ExtractConfig
         from ..extract.pipeline import extract_one
 
+        self.phase = "checking the job's options"
         cfg = ExtractConfig.from_dict({**job["options"], "root": self.root,
                                        "device": str(self.device), "progress": False,
                                        "lease_seconds": self.lease})
         log.info("attempt %d of %d on worker %s (pid %d, device %s): %s on %s (split %s)",
                  job["attempts"], job["max_attempts"], self.name, os.getpid(), self.device,
                  job["backbone"], job["dataset"], job["split"])
+        self.phase = f"loading the backbone {job['backbone']}" + (
+            f" with the weights {cfg.weights}" if cfg.weights else "")
         backbone = self._backbone(cfg, job["backbone_group"])
+        self.phase = f"reading the data set {job['dataset']} (split {job['split']})"
         samples = load_dataset(cfg.datasets[0], cfg.splits[0], limit=cfg.limit, seed=cfg.seed,
                                **cfg.dataset_options)
         log.info("data set %s (split %s): %d samples", samples.name, samples.split, len(samples))
@@ -190,7 +231,10 @@ class Worker:
             self.queue.started(job["id"], job["lease_owner"], key, path)
             beat.store_path = path
             log.info("feature set %s at %s", key, path)
+        self.phase = f"extracting features of the data set {job['dataset']}"
         result = extract_one(backbone, samples, cfg, self.device)
+        for item in result.invalid:  # why a sample was unreadable may quote it: class only
+            item["error"] = _class_only(item.get("error"))
         if result.cached:
             log.info("already complete in the root (cache hit): %s", result.path)
         elif result.resumed_chunks:
@@ -262,10 +306,34 @@ def _permanent_errors() -> tuple[type[BaseException], ...]:
 PERMANENT = _permanent_errors()
 
 
-def _message(err: BaseException) -> str:
-    if isinstance(err, FeatstoreError):
-        return str(err)
-    return f"{type(err).__name__}: {err}"
+def public_error(err: BaseException, phase: str) -> str:
+    """What a client may read of ``err``: its class, what the worker was doing (with the
+    paths the job names) and a generic description, never ``str(err)``, which may quote
+    the data."""
+    what = next((text for cls, text in DESCRIPTIONS if isinstance(err, cls)),
+                "an unexpected error")
+    return (f"{type(err).__name__} while {phase}: {what}. The details stay in the service's "
+            "worker log, as they may quote the data; its operator can read them there, or "
+            "run `featstore extract` with the same options where the files can be read.")
+
+
+def public_traceback(err: BaseException, public: str) -> str:
+    """The traceback's frames (code, never data) ending in the public message."""
+    frames = "".join(traceback.format_list(traceback.extract_tb(err.__traceback__)))
+    return f"Traceback (most recent call last):\n{frames}{public}"
+
+
+def _public_record(record: logging.LogRecord) -> bool:
+    """Whether a log record may go to a job's log, which clients read."""
+    if getattr(record, "private", False) or record.exc_info:
+        return False
+    return record.name.startswith(PUBLIC_LOGGERS)
+
+
+def _class_only(error: Any) -> str:
+    """``'OSError: cannot identify ...'`` -> ``'OSError'`` (the loader's format)."""
+    name = str(error or "").partition(":")[0].strip()
+    return name if name.isidentifier() else "unreadable"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,10 @@ that no chunk checksum covers — sample ids, labels, array metadata — are rea
 and compared byte for byte), and only then the original metadata — so an interrupted
 or damaged copy never reads as complete, and rerunning the same command resumes it. The copy holds the
 destination key's lease, so it never races an extraction of the same key there.
+
+A store folder holding a symbolic link (at the source, or in a partial set at the
+destination) is refused, not followed: a link's target is no part of the set, and
+following it would copy any file the link names, or write through it outside the root.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -66,6 +71,57 @@ def _listing(path: Any) -> dict[str, int]:
             if name.startswith(base) and info.get("type") != "directory"}
 
 
+def links_in(path: Any) -> list[tuple[str, str]]:
+    """(name relative to ``path``, target) of every symbolic link at or under a local
+    store path, without following any; object stores have no links (empty list)."""
+    path = location.as_path(path)
+    if location.is_remote(path):
+        return []
+    if path.is_symlink():
+        return [("", os.readlink(path))]
+    found = []
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full):
+                found.append((os.path.relpath(full, path), os.readlink(full)))
+    return sorted(found)
+
+
+def refuse_links(path: Any, doing: str, *, where: str = "") -> None:
+    """Raise a clear error naming the first link in a store (see :func:`links_in`)."""
+    links = links_in(path)
+    if not links:
+        return
+    rel, target = links[0]
+    name = f"{path}/{rel}" if rel else str(path)
+    more = f" (and {len(links) - 1} more)" if len(links) > 1 else ""
+    raise StoreCorruptError(
+        f"Refusing to {doing}: {name} is a symbolic link (to {target}){more}{where}. featstore "
+        "never writes links into a set and does not follow them: a link could send or "
+        "overwrite any file it points to. Replace it by the file itself, or remove the set "
+        "(`featstore rm`) and extract it again.")
+
+
+def read_local(path: Any) -> Any:
+    """A local file opened for reading without following a link at its name (a link put
+    there after the check above is refused by the OS, not read)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        return os.fdopen(os.open(path, flags), "rb")
+    except OSError as err:
+        if os.path.islink(path):
+            raise StoreCorruptError(f"Refusing to read {path}: it is a symbolic link.") from err
+        raise
+
+
+def _read(path: Any) -> bytes:
+    if location.is_remote(location.as_path(path)):
+        return path.read_bytes()
+    with read_local(path) as f:
+        return f.read()
+
+
 def select(root: Root, *, keys: tuple[str, ...] = (), backbone: str | None = None,
            dataset: str | None = None) -> list[Entry]:
     """The complete sets of ``root`` named by key prefixes and/or filters (all if none)."""
@@ -91,7 +147,11 @@ def copy_root(src: Any, dst: Any, *, keys: tuple[str, ...] = (), backbone: str |
         raise FeatstoreError(f"Source root {src} does not exist (or is empty). "
                              "Check the path or URL and your credentials.")
     results = []
-    for entry in select(src_root, keys=keys, backbone=backbone, dataset=dataset):
+    entries = select(src_root, keys=keys, backbone=backbone, dataset=dataset)
+    for entry in entries:  # all checked before anything is copied
+        if entry.complete:
+            _refuse_links(entry, dst_root)
+    for entry in entries:
         if not entry.complete:
             r = CopyResult(entry.key, str(entry.path), "", "skipped",
                            reason="incomplete at the source (its extraction never finished)")
@@ -109,6 +169,7 @@ def copy_set(entry: Entry, dst_root: Root, *, dry_run: bool = False, progress: b
     """Copy one complete set; resumes a partial copy; verifies before marking complete."""
     dst = dst_root.path_for(entry.key, entry.format)
     result = CopyResult(entry.key, str(entry.path), str(dst), "copied")
+    _refuse_links(entry, dst_root)
     if entry.metadata.get("key") != entry.key:
         result.status = "skipped"
         result.reason = (f"its metadata says key {entry.metadata.get('key')}, not its name: it "
@@ -145,6 +206,7 @@ def copy_set(entry: Entry, dst_root: Root, *, dry_run: bool = False, progress: b
             return result
         todo = _plan(entry, dst, src_files)
         if entry.format == "zarr":
+            _remove_strays(dst, src_files)
             _copy_zarr(entry, dst, todo, src_files, result, progress, lease)
         else:
             _copy_file(entry, dst, src_files, result, progress, lease)
@@ -153,6 +215,14 @@ def copy_set(entry: Entry, dst_root: Root, *, dry_run: bool = False, progress: b
         raise
     lease.release(remove=True)
     return result
+
+
+def _refuse_links(entry: Entry, dst_root: Root) -> None:
+    """No link in the source set, nor in a partial copy of it at the destination."""
+    refuse_links(entry.path, f"copy {entry.key}")
+    dst = dst_root.path_for(entry.key, entry.format)
+    refuse_links(dst, f"copy {entry.key} there",
+                 where=", in the partial copy at the destination")
 
 
 def _up_to_date(dst: Any, result: CopyResult) -> bool:
@@ -196,6 +266,18 @@ def _plan(entry: Entry, dst: Any, src_files: dict[str, int]) -> list[str]:
     return todo + [GROUP_META]  # always last; first written as incomplete
 
 
+def _remove_strays(dst: Any, src_files: dict[str, int]) -> None:
+    """Remove files of a partial destination set that the source lacks.
+
+    A copy killed mid-transfer leaves the temporary files of the writes in flight
+    (``.NAME.XXXX.tmp``); the rerun, holding the key's lease, removes them so that the
+    finished set holds exactly the source's files (found by tests/test_crash.py).
+    """
+    for name in sorted(set(_listing(dst)) - set(src_files)):
+        log.info("removing %s from the partial copy at %s (not in the source)", name, dst)
+        location.remove(location.join(dst, name))
+
+
 def _bar(total: int, desc: str, progress: bool) -> Any:
     from tqdm.auto import tqdm
 
@@ -211,7 +293,7 @@ def _covered_by_chunk_checksums(name: str) -> bool:
 def _copy_one(src: Any, dst: Any, data: bytes | None = None, *, read_back: bool = True) -> int:
     """Copy one file atomically (and read it back to compare); return its size."""
     if data is None:
-        data = src.read_bytes()
+        data = _read(src)
     location.put_atomic(dst, data)
     if read_back and _sha(dst.read_bytes()) != _sha(data):
         raise StoreCorruptError(f"{dst}: the bytes read back differ from {src}; check the "
@@ -244,7 +326,7 @@ def _copy_zarr(entry: Entry, dst: Any, todo: list[str], src_files: dict[str, int
                 raise
         # The group metadata, first marked incomplete: the set stays unreadable as
         # complete until every chunk matches its recorded checksum.
-        final = location.join(entry.path, GROUP_META).read_bytes()
+        final = _read(location.join(entry.path, GROUP_META))
         meta = json.loads(final)
         meta.setdefault("attributes", {}).setdefault(schema.META_ATTR, {})["complete"] = False
         location.put_atomic(location.join(dst, GROUP_META), json.dumps(meta, indent=2).encode())
@@ -269,7 +351,7 @@ def _copy_file(entry: Entry, dst: Any, src_files: dict[str, int], result: CopyRe
     partial = location.with_suffix_added(dst, ".partial")
     bar = _bar(src_files.get("", 0), entry.key[:12], progress)
     try:
-        data = entry.path.read_bytes()
+        data = _read(entry.path)
         bar.update(_copy_one(entry.path, partial, data))
     finally:
         bar.close()

@@ -10,8 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, StoreIncompleteError, StoreNotFoundError
-from ._base import FeatureStore, Mode, VerifyReport
+import numpy as np
+
+from ..errors import ConfigError, DataError, StoreIncompleteError, StoreNotFoundError
+from . import schema
+from ._base import FeatureStore, Mode
+from .integrity import StoreDamagedError, VerifyReport, default_verify_reads
 from ._hdf5 import PARTIAL, HDF5Store
 from ._zarr import ZarrStore
 from .location import as_path
@@ -19,8 +23,8 @@ from .root import Root, resolve_store_path
 
 from . import location  # noqa: E402  (featstore.store.location: local paths and URLs)
 
-__all__ = ["FeatureStore", "VerifyReport", "Root", "open_store", "create_store", "backend_for",
-           "location"]
+__all__ = ["FeatureStore", "VerifyReport", "StoreDamagedError", "Root", "open_store",
+           "create_store", "backend_for", "location"]
 
 _MODES = ("r", "r+", "a", "w", "w-")
 
@@ -33,7 +37,8 @@ def backend_for(path: str | Path) -> type[FeatureStore]:
     return HDF5Store if name.endswith((".h5", ".hdf5")) else ZarrStore
 
 
-def open_store(path: str | Path, mode: Mode = "r", *, allow_incomplete: bool = False) -> FeatureStore:
+def open_store(path: str | Path, mode: Mode = "r", *, allow_incomplete: bool = False,
+               allow_damaged: bool = False, verify_reads: bool | None = None) -> FeatureStore:
     """Open a feature set for reading (``"r"``) or for resuming a write (``"r+"``/``"a"``).
 
     Parameters
@@ -45,10 +50,21 @@ def open_store(path: str | Path, mode: Mode = "r", *, allow_incomplete: bool = F
         (which ``featstore extract`` calls), so ``"w"`` and ``"w-"`` are refused here.
     allow_incomplete : bool
         Open a store whose extraction never finished. Its unwritten rows read as 0.
+    allow_damaged : bool
+        Skip the checks made on open (every array present and shaped as the metadata
+        says; for a complete set read with ``"r"``, every committed chunk file present),
+        so that :meth:`FeatureStore.verify` can report on a damaged set.
+    verify_reads : bool, optional
+        Hash every whole-chunk read of ``features`` and every read of ``valid``,
+        ``labels`` and ``sample_ids``, and compare with the recorded sha256 (a mismatch
+        raises StoreCorruptError). Default: on, unless the environment variable
+        ``FEATSTORE_VERIFY_READS`` is ``0``. Reads of rows that are not whole chunks
+        are never hashed. docs/storage.md measures the cost.
 
     Raises
     ------
     StoreNotFoundError, StoreIncompleteError, SchemaVersionError, StoreCorruptError
+    (StoreDamagedError, its subclass, when chunk files or bytes differ from the records)
     """
     if mode not in _MODES:
         raise ConfigError(f"The 'mode' parameter of open_store must be one of {_MODES}. Got {mode!r} instead.")
@@ -60,23 +76,50 @@ def open_store(path: str | Path, mode: Mode = "r", *, allow_incomplete: bool = F
     path = resolve_store_path(path)
     backend = backend_for(path)
     store = backend.open(path, "r" if mode == "r" else "r+")
-    if not store.complete and not allow_incomplete:
+    store.verify_reads = default_verify_reads() if verify_reads is None else bool(verify_reads)
+    try:
+        if not store.complete and not allow_incomplete:
+            raise StoreIncompleteError(
+                f"{path} is incomplete: its extraction was interrupted or is still running. "
+                "Rerun the same `featstore extract` command to resume it, or remove it with "
+                "`featstore rm`. (Python: open_store(..., allow_incomplete=True) reads it anyway.)"
+            )
+        if not allow_damaged:
+            store.check_layout()
+            if store.complete and mode == "r":
+                # A writer (resume, repair) recomputes missing chunks instead.
+                store.check_files()
+    except BaseException:
         store.close()
-        raise StoreIncompleteError(
-            f"{path} is incomplete: its extraction was interrupted or is still running. "
-            "Rerun the same `featstore extract` command to resume it, or remove it with "
-            "`featstore rm`. (Python: open_store(..., allow_incomplete=True) reads it anyway.)"
-        )
+        raise
     return store
 
 
 def create_store(path: str | Path, **kwargs: Any) -> FeatureStore:
-    """Create an empty, incomplete feature set sized for all its rows (used by extract)."""
+    """Create an empty, incomplete feature set sized for all its rows (used by extract).
+
+    The digests of the labels and sample ids are recorded in the metadata
+    (``arrays_sha256``) and checked against what was written.
+    """
     path = as_path(path)
     backend = backend_for(path)
     if backend is HDF5Store and not path.name.endswith(PARTIAL):
         path = path.with_name(path.name + PARTIAL)
-    return backend.create(path, **kwargs)
+    labels = kwargs.get("labels")
+    kwargs["metadata"] = {**kwargs["metadata"], schema.ARRAYS_SHA256: {
+        schema.LABELS: None if labels is None else schema.array_digest(np.asarray(labels)),
+        schema.SAMPLE_IDS: schema.ids_digest(kwargs["sample_ids"]),
+    }}
+    store = backend.create(path, **kwargs)
+    try:
+        store.labels, store.sample_ids  # read back: checked against the digests just made
+    except StoreDamagedError as err:
+        store.close()
+        raise DataError(
+            f"The {err.array} written to {path} read back differently (values the "
+            f"{backend.format} format cannot hold, such as ids with NUL characters); fix "
+            "the data set's ids or labels.") from err
+    return store
 
 
 def _raise_not_found(path: Path) -> None:  # pragma: no cover - kept for symmetry

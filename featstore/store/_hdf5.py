@@ -16,9 +16,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import ConfigError, StoreCorruptError, StoreNotFoundError
+from ..errors import ConfigError, FeatstoreError, StoreCorruptError, StoreNotFoundError
 from . import schema
 from ._base import FeatureStore, Mode, translate_os_error
+from .integrity import whole_repair_hint
 from .codecs import hdf5_options
 from .location import as_path, is_remote
 
@@ -97,7 +98,14 @@ class HDF5Store(FeatureStore):
         return cls(path, "r+", f)
 
     def _array(self, name: str) -> Any:
-        return self._file.get(name)
+        try:
+            return self._file.get(name)
+        except (FeatstoreError, MemoryError):
+            raise
+        except Exception as err:  # a damaged object header
+            raise StoreCorruptError(
+                f"{self.path}: the dataset {name!r} cannot be opened ({type(err).__name__}: "
+                f"{str(err)[:200]}). {whole_repair_hint(self.path)}") from err
 
     def _write_meta(self) -> None:
         self._file.attrs[schema.META_ATTR] = json.dumps(self.metadata)
@@ -113,8 +121,20 @@ class HDF5Store(FeatureStore):
         self._file.flush()  # a killed writer keeps everything up to here readable
 
     def _committed_chunks(self) -> set[int]:
-        recorded = self._file[schema.CHUNK_SHA256][...]
-        return {i for i, d in enumerate(recorded) if d}
+        digests = self._array(schema.CHUNK_SHA256)
+        if digests is None:
+            return set()
+        return {i for i, d in enumerate(digests[...]) if d}
+
+    def _begin_repair(self) -> None:
+        # A complete file is renamed back to NAME.h5.partial: the resumed extraction
+        # finds it there, recomputes the damaged chunks and renames it back.
+        if not self.path.name.endswith(PARTIAL):
+            partial = self.path.with_name(self.path.name + PARTIAL)
+            self._file.close()
+            os.replace(self.path, partial)
+            self.path = partial
+            self._file = h5py.File(partial, "r+")
 
     def _finalize(self) -> None:
         # The complete file appears under its final name in one atomic rename.
@@ -128,6 +148,7 @@ class HDF5Store(FeatureStore):
             self.mode = "r"
 
     def close(self) -> None:
+        self._records.clear()
         try:
             self._file.close()
         except Exception:  # already closed

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
-from ..errors import StoreCorruptError, StoreNotFoundError
+from ..errors import FeatstoreError, StoreCorruptError, StoreNotFoundError
 from . import schema
 from ._base import FeatureStore, Mode, translate_os_error
+from .integrity import whole_repair_hint
 from .location import as_path, is_remote
 from .codecs import zarr_compressors
 
@@ -35,7 +37,12 @@ class ZarrStore(FeatureStore):
         super().__init__(path, mode)
         self._group = group
         self._arrays: dict[str, Any] = {}
-        self.metadata = schema.check_metadata(dict(group.attrs).get(schema.META_ATTR), str(path))
+        try:
+            attrs = dict(group.attrs)
+        except (TypeError, ValueError) as err:
+            raise StoreCorruptError(f"{path}: the group's attributes in zarr.json are not a "
+                                    f"JSON object ({err}).") from err
+        self.metadata = schema.check_metadata(attrs.get(schema.META_ATTR), str(path))
 
     @classmethod
     def open(cls, path: Path, mode: Mode = "r") -> "ZarrStore":
@@ -46,8 +53,15 @@ class ZarrStore(FeatureStore):
         try:
             group = zarr.open_group(zarr_location(path, read_only=mode == "r"),
                                     mode="r" if mode == "r" else "r+")
-        except (ValueError, KeyError, OSError) as err:
-            raise StoreCorruptError(f"{path} cannot be opened as a Zarr group: {err}") from err
+        except (FeatstoreError, MemoryError):
+            raise
+        except Exception as err:
+            from .location import explain_storage_error
+
+            if explain_storage_error(err) is not None:
+                raise  # credentials, permissions, buckets: the CLI explains those
+            raise StoreCorruptError(f"{path} cannot be opened as a Zarr group "
+                                    f"({type(err).__name__}: {str(err)[:200]}).") from err
         return cls(path, mode, group)
 
     @classmethod
@@ -84,7 +98,51 @@ class ZarrStore(FeatureStore):
                 self._arrays[name] = self._group[name]
             except KeyError:
                 self._arrays[name] = None
+            except (FeatstoreError, MemoryError):
+                raise
+            except Exception as err:  # a damaged or foreign zarr.json of the array
+                raise StoreCorruptError(
+                    f"{self.path}: the metadata of array {name!r} ({name}/zarr.json) cannot "
+                    f"be read ({type(err).__name__}: {str(err)[:200]}). "
+                    f"{whole_repair_hint(self.path)}") from err
         return self._arrays[name]
+
+    def _listing(self, name: str) -> set[str]:
+        """Keys of the chunk files of array ``name`` (through zarr's store listing, which
+        works alike for local folders and fsspec stores)."""
+        from zarr.core.sync import sync
+
+        store = self._group.store
+        prefix = f"{self._group.path}/{name}/c/" if self._group.path else f"{name}/c/"
+
+        async def collect() -> set[str]:
+            return {k async for k in store.list_prefix(prefix)}
+
+        try:
+            return sync(collect())
+        except FileNotFoundError:
+            return set()
+        except OSError as err:
+            raise translate_os_error(err, self.path) from err
+
+    def _absent_chunk_files(self) -> dict[int, list[str]]:
+        committed = sorted(self._committed_chunks())
+        if not committed:
+            return {}
+        out: dict[int, list[str]] = {}
+        for name in (schema.FEATURES, schema.VALID):
+            arr = self._array(name)
+            if arr is None:
+                continue
+            have = self._listing(name)
+            # Row chunk i is chunk (i, 0[, 0]) of the array: features span every column.
+            rest = [range(-(-s // c)) for s, c in zip(arr.shape[1:], arr.chunks[1:])]
+            for i in committed:
+                for coords in itertools.product([i], *rest):
+                    key = f"{name}/{arr.metadata.encode_chunk_key(coords)}"
+                    if key not in have:
+                        out.setdefault(i, []).append(key)
+        return out
 
     def _write_meta(self) -> None:
         self._group.attrs[schema.META_ATTR] = self.metadata
@@ -105,3 +163,4 @@ class ZarrStore(FeatureStore):
 
     def close(self) -> None:
         self._arrays.clear()
+        self._records.clear()

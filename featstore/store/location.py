@@ -18,7 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Union
 
-from ..errors import ConfigError, MissingDependencyError, ReadOnlyStoreError, StoreNotFoundError
+from ..errors import (ConfigError, DiskFullError, MissingDependencyError, ReadOnlyStoreError,
+                      StoreNotFoundError)
 
 AnyPath = Union[Path, Any]  # Path or upath.UPath
 
@@ -95,10 +96,13 @@ def remove(path: Any) -> None:
         if fs.exists(p):
             fs.rm(p, recursive=True)
         return
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    except OSError as err:
+        raise write_error(err, path) from err
 
 
 def size_of(path: Any) -> int:
@@ -162,17 +166,18 @@ def put_atomic(path: Any, data: bytes) -> None:
         fs, p = fs_and_path(path)
         fs.pipe_file(p, data)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        raise write_error(err, path) from err
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        _discard(tmp)
 
 
 #: Where create_exclusive is atomic: S3 conditional PUT (If-None-Match), memory (a lock).
@@ -191,11 +196,7 @@ def create_exclusive(path: Any, data: bytes) -> bool:
     if is_remote(path):
         proto = protocol(path)
         if proto not in ATOMIC_CREATE:
-            raise ConfigError(
-                f"Writing to {proto}:// roots is not supported: one writer per key needs an "
-                "atomic create-if-absent, which featstore uses on local and shared file "
-                "systems, s3:// and memory://. Extract into one of those (and read from "
-                f"{proto}:// as you like).")
+            raise ConfigError(_unwritable(proto))
         fs, p = fs_and_path(path)
         try:
             if proto == "memory":
@@ -212,19 +213,109 @@ def create_exclusive(path: Any, data: bytes) -> bool:
                 f"{type(fs).__name__} cannot create files exclusively (needed for leases on "
                 f"{path}); upgrade it (s3fs >= 2025.1).") from err
         return True
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
     try:
-        os.link(tmp, path)
-        return True
-    except FileExistsError:
-        return False
-    finally:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # A full disk or a read-only root fails here: the temporary file, if made,
+            # is removed below, so no stray file is left beside the lease.
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            _discard(tmp)
+    except OSError as err:
+        raise write_error(err, path) from err
+
+
+def _unwritable(proto: str) -> str:
+    return (f"Writing to {proto}:// roots is not supported: one writer per key needs an "
+            "atomic create-if-absent, which featstore uses on local and shared file "
+            "systems, s3:// and memory://. Extract into one of those (and read from "
+            f"{proto}:// as you like).")
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temporary file if it is there (best effort: it is hidden and unused)."""
+    try:
         tmp.unlink()
+    except OSError:
+        pass  # never made (full disk, read-only folder), or already linked and gone
+
+
+def write_error(err: OSError, path: Any) -> OSError:
+    """A full disk or a read-only location as a featstore error (one clear line in the
+    CLI); any other OS error unchanged."""
+    if isinstance(err, (DiskFullError, ReadOnlyStoreError)):
+        return err
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(
+            f"The disk holding {path} is full (or over quota). Free space, or choose another "
+            "root, and rerun the same command: committed chunks are kept.")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ReadOnlyStoreError(
+            f"Cannot write to {path}: {err.strerror or err}. The root is read-only for you: "
+            "choose a root you can write to, or ask for write access.")
+    return err
+
+
+#: URL schemes the command line never takes as a root, and why.
+_CLI_REFUSED = {
+    "memory": ("memory:// roots live inside one Python process: the command's results would "
+               "be lost when it exits. Use a folder or an s3:// URL (the Python API still "
+               "takes memory:// roots)."),
+    "http": ("http(s):// URLs cannot be roots: a web server offers neither listings nor "
+             "atomic writes. Use a folder, a shared file system or s3://...; to hand sets "
+             "to others over HTTP, `featstore pack` them into a zip."),
+}
+_CLI_REFUSED["https"] = _CLI_REFUSED["http"]
+#: Protocols the command line writes roots to (besides local and shared folders).
+CLI_WRITABLE = ("s3", "s3a")
+
+
+def check_cli_root(root: Any, *, write: bool = True) -> Any:
+    """Refuse, before any work, a root the command line cannot use; return it unchanged.
+
+    Local folders pass (they are checked where they are used). URLs must name a file
+    system whose package is installed; ``memory://`` and ``http(s)://`` are refused
+    (results that vanish, servers without listings); writing needs s3://. Makes no
+    network connection.
+    """
+    text = str(root)
+    if not is_url(text):
+        return root
+    proto = text.split("://", 1)[0].lower()
+    if proto in _CLI_REFUSED:
+        raise ConfigError(f"{text}: {_CLI_REFUSED[proto]}")
+    need = _missing_package(proto, text)
+    if write and proto not in CLI_WRITABLE:
+        raise ConfigError(
+            f"{text}: {proto}:// roots are read-only for featstore (one writer per key needs "
+            "an atomic create-if-absent, which it has on local and shared folders and s3://). "
+            f"Write to one of those, then read from {proto}://"
+            + (f"; reading it needs {need}." if need else "."))
+    if need:
+        raise MissingDependencyError(f"Reading {text} needs {need}.")
+    return root
+
+
+def _missing_package(proto: str, text: str) -> str | None:
+    """The package ``proto://`` needs when it is not installed here, or None."""
+    import fsspec
+
+    try:
+        fsspec.get_filesystem_class(proto)
+    except ValueError:
+        raise ConfigError(f"{text}: unknown protocol {proto}://. Use a folder, s3://... "
+                          "or gs://...") from None
+    except ImportError:
+        return PROTOCOL_PACKAGES.get(proto, f"an fsspec implementation for {proto}://")
+    return None
 
 
 def explain_storage_error(err: BaseException) -> str | None:

@@ -6,6 +6,7 @@ See docs/store-format.md for the specification a reader can be written from.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,15 @@ LABELS = "labels"            # (N,) int64 classes or float32 targets (optional)
 SAMPLE_IDS = "sample_ids"    # (N,) unique strings
 VALID = "valid"              # (N,) bool: False where the sample failed to load
 CHUNK_SHA256 = "chunk_sha256"  # (n_chunks,) hex sha256 of each row chunk, written after it
+
+#: Metadata field with whole-array sha256 digests: ``labels`` (null: no labels array) and
+#: ``sample_ids``, written at creation; ``valid``, written when the set is marked
+#: complete. Absent from stores written before it existed (their arrays are unchecked).
+ARRAYS_SHA256 = "arrays_sha256"
+
+#: A key names a file in a root and a lease folder: a plain name, never a path.
+_KEY = re.compile(r"[0-9A-Za-z_-]{1,128}")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 DIMS_2D = ("sample", "feature")
 DIMS_3D = ("sample", "view", "feature")
@@ -50,27 +60,98 @@ def chunk_digest(features: np.ndarray, valid: np.ndarray) -> str:
     """sha256 of one chunk's decoded bytes (features then valid), so it is codec-free."""
     h = hashlib.sha256()
     h.update(str(features.dtype).encode() + str(features.shape).encode())
-    h.update(np.ascontiguousarray(features).tobytes())
-    h.update(np.ascontiguousarray(valid, dtype=np.bool_).tobytes())
+    # hashlib reads the arrays' buffers directly: no copy of the chunk (2-3x faster).
+    h.update(np.ascontiguousarray(features))
+    h.update(np.ascontiguousarray(valid, dtype=np.bool_))
     return h.hexdigest()
 
 
-def check_metadata(meta: Any, where: str) -> dict[str, Any]:
-    """Validate the metadata read from ``where`` and return it."""
-    if not isinstance(meta, dict) or "schema_version" not in meta:
+def array_digest(values: np.ndarray) -> str:
+    """sha256 of a whole numeric array (labels, valid): its little-endian dtype string and
+    shape, then its C-order little-endian bytes. Codec-free, like :func:`chunk_digest`."""
+    values = np.asarray(values)
+    little = values.astype(values.dtype.newbyteorder("<"), copy=False)
+    h = hashlib.sha256()
+    h.update(little.dtype.str.encode() + str(values.shape).encode())
+    h.update(np.ascontiguousarray(little))
+    return h.hexdigest()
+
+
+def ids_digest(ids: Any) -> str:
+    """sha256 of sample ids: ``str`` and their count, then each id as its UTF-8 length
+    (8 bytes, little-endian) followed by its UTF-8 bytes (no two id lists collide)."""
+    ids = as_str_list(ids)
+    h = hashlib.sha256(f"str{len(ids)}".encode())
+    for sid in ids:
+        raw = sid.encode("utf-8", "surrogatepass")
+        h.update(len(raw).to_bytes(8, "little") + raw)
+    return h.hexdigest()
+
+
+def _int_field(meta: dict[str, Any], name: str, where: str, *, minimum: int) -> None:
+    value = meta[name]
+    # bool is an int in Python: `true` must not pass for 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise StoreCorruptError(
-            f"{where} is not a featstore feature set: its '{META_ATTR}' attribute is missing "
-            "or has no schema_version. Point at a folder written by `featstore extract`."
+            f"{where}: metadata field {name!r} must be an integer >= {minimum}, got "
+            f"{value!r:.80} ({type(value).__name__}). The metadata was altered or not written "
+            "by featstore: extract the set again (`featstore extract ... --force`).")
+
+
+def check_metadata(meta: Any, where: str) -> dict[str, Any]:
+    """Validate the metadata read from ``where`` and return it.
+
+    Refuses what a forged or damaged store could use to make featstore divide by zero,
+    index wildly or name a path outside its root: wrong types (``true`` is not 1),
+    negative or zero sizes, a key that is not a plain name. A newer schema raises
+    SchemaVersionError; everything else StoreCorruptError.
+    """
+    if not isinstance(meta, dict) or "schema_version" not in meta:
+        kind = "missing" if meta is None else f"a JSON {type(meta).__name__}"
+        raise StoreCorruptError(
+            f"{where} is not a featstore feature set: its '{META_ATTR}' metadata is {kind}, "
+            "not an object with a schema_version. Point at a folder written by "
+            "`featstore extract`."
         )
     version = meta["schema_version"]
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise StoreCorruptError(
+            f"{where}: schema_version must be a positive integer, got {version!r:.80} "
+            f"({type(version).__name__}). The metadata was altered or not written by "
+            "featstore: extract the set again."
+        )
+    if version > SCHEMA_VERSION:
         raise SchemaVersionError(
             f"{where} uses store schema {version}, but this featstore reads schema "
             f"{SCHEMA_VERSION} and older. Upgrade featstore: pip install -U featstore."
         )
-    for field in ("key", "n_samples", "n_features", "chunk_rows", "complete"):
-        if field not in meta:
-            raise StoreCorruptError(f"{where}: metadata lacks the field {field!r}.")
+    for name in ("key", "n_samples", "n_features", "chunk_rows", "complete"):
+        if name not in meta:
+            raise StoreCorruptError(f"{where}: metadata lacks the field {name!r}.")
+    _int_field(meta, "n_samples", where, minimum=0)
+    _int_field(meta, "n_features", where, minimum=1)
+    _int_field(meta, "chunk_rows", where, minimum=1)
+    if meta.get("n_views") is not None:
+        _int_field(meta, "n_views", where, minimum=1)
+    if not isinstance(meta["key"], str) or not _KEY.fullmatch(meta["key"]):
+        raise StoreCorruptError(
+            f"{where}: metadata key {str(meta['key'])[:80]!r} is not a content key (letters, "
+            "digits, '-' or '_'; featstore writes 24 hex characters). Extract the set again.")
+    if not isinstance(meta["complete"], bool):
+        raise StoreCorruptError(
+            f"{where}: metadata field 'complete' must be true or false, got "
+            f"{meta['complete']!r:.80}. Extract the set again.")
+    for section in ("backbone", "dataset", "views", "extraction", "versions", "key_inputs"):
+        if meta.get(section) is not None and not isinstance(meta[section], dict):
+            raise StoreCorruptError(
+                f"{where}: metadata field {section!r} must be a JSON object, got "
+                f"{type(meta[section]).__name__}. Extract the set again.")
+    digests = meta.get(ARRAYS_SHA256)
+    if digests is not None and not (isinstance(digests, dict) and all(
+            v is None or (isinstance(v, str) and _DIGEST.fullmatch(v))
+            for v in digests.values())):
+        raise StoreCorruptError(f"{where}: metadata field {ARRAYS_SHA256!r} must map array "
+                                "names to sha256 hex digests. Extract the set again.")
     return meta
 
 

@@ -97,6 +97,10 @@ def as_arrays(X: Any, y: Any = None) -> tuple[np.ndarray, np.ndarray | None, str
         y = np.asarray(y)
         if y.shape != (len(X),):
             raise DataError(f"Expected {len(X)} labels, got shape {y.shape}.")
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            i = int(np.flatnonzero(~np.isfinite(y))[0])
+            raise DataError(f"Labels contain NaN or inf (first at row {i}): regression targets "
+                            "must be finite.")
     return X, y, key
 
 
@@ -349,20 +353,52 @@ class BaseTuner:
 
     @classmethod
     def load(cls, path: str | Path) -> "BaseTuner":
+        """A head written by :meth:`save`. Weights are read with safetensors only (never
+        unpickled); anything else at ``path`` is refused as not a featstore head."""
         from safetensors.torch import load_file
 
         from . import TUNERS
 
         path = Path(path)
-        meta = json.loads(path.with_suffix(".json").read_text())
-        klass = TUNERS[meta["tuner"]]
-        tuner = klass(**meta["params"])
+
+        def foreign(why: str) -> DataError:
+            return DataError(f"{path} is not a featstore head ({why}). Save heads with "
+                             "`featstore tune --save-heads DIR` and pass DIR/METHOD-seedK.")
+
+        try:
+            meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise foreign(f"its .json cannot be read: {type(err).__name__}") from None
+        need = {"tuner", "params", "task", "classes", "n_features_in", "backbone_key"}
+        if not isinstance(meta, dict) or not need <= set(meta):
+            raise foreign(f"its .json must be an object with keys {sorted(need)}")
+        klass = TUNERS.get(meta["tuner"]) if isinstance(meta["tuner"], str) else None
+        if klass is None:
+            raise foreign(f"unknown tuner {str(meta['tuner'])[:40]!r}; expected one of "
+                          f"{', '.join(TUNERS)}")
+        try:
+            tuner = klass(**meta["params"])
+            tuner._validate_params()
+            classes, dim = meta["classes"], int(meta["n_features_in"])
+            n_out = len(classes) if classes is not None else 1
+            with torch.device("meta"):  # sizes from a foreign .json allocate nothing
+                model = tuner._build(dim, n_out)
+        except (TypeError, ValueError) as err:  # ConfigError is a ValueError
+            raise foreign(f"its parameters do not fit {meta['tuner']}: {type(err).__name__}") from None
+        weights = path.with_suffix(".safetensors")
+        if not weights.is_file():
+            raise foreign(f"{weights.name} is missing")
+        try:
+            state = load_file(str(weights))
+        except Exception as err:  # safetensors' own error type; the file is not unpickled
+            raise foreign(f"its weights are not a safetensors file: {type(err).__name__}") from None
+        try:
+            model.load_state_dict(state, strict=True, assign=True)
+        except RuntimeError:
+            raise foreign("its weights do not match its .json (names or shapes)") from None
         tuner.task_ = meta["task"]
-        tuner.classes_ = np.array(meta["classes"]) if meta["classes"] is not None else None
-        tuner.n_features_in_ = meta["n_features_in"]
+        tuner.classes_ = np.array(classes) if classes is not None else None
+        tuner.n_features_in_ = dim
         tuner.backbone_key_ = meta["backbone_key"]
-        n_out = len(meta["classes"]) if meta["classes"] is not None else 1
-        model = tuner._build(tuner.n_features_in_, n_out)
-        model.load_state_dict(load_file(str(path.with_suffix(".safetensors"))))
         tuner.model_ = model.eval()
         return tuner

@@ -32,16 +32,26 @@ class LogRegBaseline:
             setattr(self, k, v)
         return self
 
+    def _validate_params(self) -> None:
+        """The same message shape as the other tuners; Cs: positive, finite numbers."""
+        for name, rule in self._constraints.items():
+            if not rule.ok(getattr(self, name)):
+                raise ConfigError(f"The '{name}' parameter of LogRegBaseline must be {rule}. "
+                                  f"Got {getattr(self, name)!r} instead.")
+        positive = Interval(float, 0, INF, "neither")
+        cs = self.Cs
+        if not isinstance(cs, (list, tuple, np.ndarray)) or len(cs) == 0 or \
+                not all(positive.ok(c) for c in cs):
+            raise ConfigError("The 'Cs' parameter of LogRegBaseline must be a non-empty list of "
+                              f"floats in (0, inf). Got {cs!r} instead.")
+
     def fit(self, X: Any, y: Any = None) -> "LogRegBaseline":
         from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import train_test_split
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        for name, rule in self._constraints.items():
-            if not rule.ok(getattr(self, name)):
-                raise ConfigError(f"The '{name}' parameter of LogRegBaseline must be {rule}. "
-                                  f"Got {getattr(self, name)!r} instead.")
+        self._validate_params()
         X, y, _ = as_arrays(X, y)
         if X.ndim == 3:
             X = X[:, 0]

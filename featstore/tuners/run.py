@@ -12,10 +12,34 @@ import numpy as np
 from .. import keys
 from ..errors import ConfigError, DataError
 from ..analysis.spectrum import spectrum_of_blocks
+from ..data.outputs import check_output_dir, check_output_file
 from ..store import open_store
 from .metrics import classification_metrics, regression_metrics
 
 METHODS = ("lp", "mlp", "nmtune", "nmtune-authors", "logreg")
+
+#: Options a method has no use for: the values that are harmless to pass anyway (they
+#: ask for what the method does regardless, so a loop over methods with the same flags
+#: runs), and why any other value is refused (it would silently change nothing the
+#: user asked for). Options of a method not listed here are its own.
+NOT_USED: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
+    "logreg": {
+        "device": (("auto", "cpu"), "logreg runs on the CPU (scikit-learn) and would not use "
+                   "the GPU. Pass --device cpu or auto (accepted by every method), or train "
+                   "lp/mlp/nmtune on the GPU"),
+        "stream": (("auto", "never"), "logreg always loads the features into memory; it "
+                   "cannot stream them. Pass --stream auto or never, or use lp/mlp/nmtune"),
+        "epochs": ((), "logreg fits L-BFGS to convergence and picks C on a validation split, "
+                   "so it has no epochs. Leave --epochs out for logreg"),
+        "lr": ((), "logreg (L-BFGS) has no learning rate. Leave --lr out for logreg"),
+        "batch_size": ((), "logreg is full-batch. Leave --batch-size out for logreg"),
+    },
+}
+#: What ``NMTune.authors_variant`` fixes: not parameters of ``nmtune-authors``.
+AUTHORS_FIXED = {"lambda_mse", "lambda_cov", "lambda_svd", "svd_top_k", "hidden", "batchnorm",
+                 "residual"}
+#: Parameters of ``tune`` itself (label noise), taken by every method.
+TUNE_PARAMS = {"train_noise", "noise_kind"}
 
 
 def make_tuner(method: str, dim: int, seed: int, params: dict[str, Any]) -> Any:
@@ -36,6 +60,74 @@ def make_tuner(method: str, dim: int, seed: int, params: dict[str, Any]) -> Any:
                       f"Got {method!r} instead.")
 
 
+def method_params(method: str) -> set[str]:
+    """The parameter names ``method`` takes (``random_state`` is the seed, set by tune)."""
+    from . import SHORT_NAMES, NMTune
+
+    if method == "logreg":
+        names = {"Cs", "val_fraction", "max_iter"}
+    elif method == "nmtune-authors":
+        names = set(NMTune._param_names()) - AUTHORS_FIXED
+    else:
+        names = set(SHORT_NAMES[method]._param_names())
+    return (names - {"random_state"}) | TUNE_PARAMS
+
+
+def check_method_options(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` for ``method``: harmless values of options it does not use are dropped
+    (see ``NOT_USED``); other values of them, and unknown names, are refused."""
+    if method not in METHODS:
+        make_tuner(method, 0, 0, {})  # the error that lists the methods
+    rules, out = NOT_USED.get(method, {}), {}
+    for name, value in params.items():
+        if name not in rules:
+            out[name] = value
+            continue
+        harmless, why = rules[name]
+        if not (isinstance(value, str) and value.strip().lower() in harmless):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} {value} does not apply to --method {method}: {why}.")
+    unknown = sorted(map(str, set(out) - method_params(method)))
+    if unknown:
+        raise ConfigError(f"--method {method} has no parameter(s) {unknown}; its parameters are "
+                          f"{', '.join(sorted(method_params(method)))}.")
+    return out
+
+
+def check_params(method: str, params: dict[str, Any]) -> None:
+    """Refuse bad hyperparameter values before any store is read, by the tuner's rules."""
+    tuner_params = {k: v for k, v in params.items() if k not in TUNE_PARAMS}
+    make_tuner(method, 1, 0, tuner_params)._validate_params()
+
+
+def seed_list(seeds: Any) -> list[int]:
+    """``seeds``: a count (>= 1) or a non-empty list of seeds (ints >= 0)."""
+    def bad() -> ConfigError:
+        return ConfigError("The 'seeds' option of tune must be a number of seeds (an int >= 1) "
+                           f"or a non-empty list of seeds (ints >= 0). Got {seeds!r} instead.")
+
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise bad()
+        return list(range(seeds))
+    if not isinstance(seeds, (list, tuple)) or not seeds or any(
+            not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
+        raise bad()
+    return list(seeds)
+
+
+def _finite_labels(fs: Any, y: np.ndarray, valid: np.ndarray, path: str) -> None:
+    """A store written before targets were checked may hold NaN/inf: refuse it by name."""
+    if y.dtype.kind != "f":
+        return
+    bad = np.flatnonzero(~np.isfinite(y))
+    if len(bad):
+        sid = str(fs.sample_ids[valid][bad[0]])
+        raise DataError(f"{path}: the regression target of sample id {sid!r} is not finite "
+                        f"({y[bad[0]]}; {len(bad)} sample(s) in all), so training would report NaN. "
+                        "Fix the labels and extract again (featstore now refuses such data).")
+
+
 def _load(path: str, stream: str = "auto") -> dict[str, Any]:
     """A labelled store's metadata and labels; its features too, unless they are to be
     streamed (then ``X`` is None and the tuner reads the store chunk by chunk)."""
@@ -48,6 +140,7 @@ def _load(path: str, stream: str = "auto") -> dict[str, Any]:
         if not valid.any():
             raise DataError(f"{path} has no valid samples (n={fs.n_samples}); extract a "
                             "non-empty split.")
+        _finite_labels(fs, fs.labels[valid], valid, path)
         streamed = should_stream(fs, stream)
         X = None if streamed else fs.load_features(dtype=np.float32)[valid]
         meta = fs.metadata
@@ -99,13 +192,24 @@ def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int | lis
             raise ConfigError(f"The 'noise_kind' option must be one of {', '.join(KINDS)}. "
                               f"Got {noise_kind!r} instead.")
     if save_heads and method == "logreg":
-        raise ConfigError("--save-heads applies to lp, mlp and nmtune heads, not logreg.")
-    if method not in METHODS:
-        make_tuner(method, 0, 0, {})
+        raise ConfigError("--save-heads applies to lp, mlp and nmtune heads, not logreg "
+                          "(a scikit-learn model is not saved as a head).")
+    # Everything a user gave is checked before any store is read or any seed trained.
+    params = check_method_options(method, params)
+    check_params(method, params)
+    seeds_run = seed_list(seeds)
+    if results:
+        check_output_file(results, "--results")
+    if save_heads:
+        check_output_dir(save_heads, "--save-heads")
     stream = params.get("stream", "auto")
     tr = _load(train, stream)
     evals = [("id", _load(test, stream))] + [("ood", _load(p, stream)) for p in ood]
     for _, s in evals:
+        if s["dim"] != tr["dim"]:
+            raise DataError(f"{s['path']} has {s['dim']} features per sample but the training "
+                            f"store {tr['path']} has {tr['dim']}: they come from different "
+                            "backbones or layers. Tune and evaluate on features of one backbone.")
         if s["backbone"] != tr["backbone"]:
             raise DataError(f"{s['path']} was extracted with another backbone than {tr['path']} "
                             f"({s['backbone_id']} vs {tr['backbone_id']}: weights, layer, pooling "
@@ -120,8 +224,7 @@ def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int | lis
                             f"store has {tr['classes'][:5]}...; OOD evaluation needs the same "
                             "label set.")
     runs = []
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    for seed in seed_list:
+    for seed in seeds_run:
         t0 = time.perf_counter()
         y_fit, n_noisy = tr["y"], 0
         if train_noise:
@@ -150,7 +253,7 @@ def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int | lis
                      "params": {k: v for k, v in est.get_params().items() if k != "random_state"}})
     summary = _summarize(runs)
     record = {"method": method, "train": {"name": tr["name"], "key": tr["key"]},
-              "params": params, "seeds": seed_list,
+              "params": params, "seeds": seeds_run,
               "noise": {"train_noise": train_noise, "kind": noise_kind if train_noise else None,
                         "pretraining": tr["pretraining_noise"]}, "runs": runs, "summary": summary,
               "n_train": int(len(tr["y"])), "n_eval": {s["name"]: int(len(s["y"])) for _, s in evals},
@@ -206,6 +309,8 @@ def load_head(head: str) -> Any:
     from .base import BaseTuner
 
     p = Path(head)
+    if p.suffix in (".json", ".safetensors"):  # either file of the pair names the head
+        p = p.with_suffix("")
     if not p.with_suffix(".json").exists():
         raise DataError(f"No saved head at {head} (expected {p.with_suffix('.json')} and "
                         f"{p.with_suffix('.safetensors')}); save heads with `featstore tune --save-heads DIR`.")

@@ -19,7 +19,8 @@ from typing import Any, Callable
 from .. import keys
 from ..errors import ConfigError
 from ..store import open_store
-from .run import METHODS, tune
+from ..data.outputs import check_output_file
+from .run import METHODS, NOT_USED, check_method_options, check_params, method_params, seed_list, tune
 
 KNOWN = {"results", "jobs", "methods", "seeds", "grid", "params", "workers", "root"}
 JOB_KEYS = {"train", "test", "ood", "name"}
@@ -55,6 +56,7 @@ def resolve_store(ref: Any, root: str | None, where: str) -> str:
 
 
 def load_sweep(path: str | Path) -> dict[str, Any]:
+    """A sweep file, every value checked before any store is read or any run starts."""
     from ..yaml_files import read_mapping
 
     cfg = read_mapping(path, "sweep file", "'methods: [lp, nmtune]'")
@@ -64,22 +66,109 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     for need in ("results", "jobs", "methods"):
         if need not in cfg:
             raise ConfigError(f"Sweep file {path} needs '{need}'.")
-    for job in cfg["jobs"]:
-        bad = sorted(set(job) - JOB_KEYS)
-        if bad or "train" not in job or "test" not in job:
-            raise ConfigError(f"Each job in {path} needs train and test (and optional ood, name); "
-                              f"got keys {sorted(job)}.")
-    for m in cfg["methods"]:
+    if not isinstance(cfg["results"], str) or not cfg["results"].strip():
+        raise ConfigError(f"'results' in {path} must be a file path (JSON lines are appended "
+                          f"to it); got {cfg['results']!r}.")
+    check_output_file(cfg["results"], f"'results' in {path}:")
+    _check_jobs(cfg["jobs"], path)
+    if isinstance(cfg["methods"], str):
+        cfg["methods"] = [cfg["methods"]]
+    methods = cfg["methods"]
+    if not isinstance(methods, list) or not methods:
+        raise ConfigError(f"'methods' in {path} must be a non-empty list, e.g. [lp, nmtune]; "
+                          f"got {methods!r}.")
+    for m in methods:
         if m not in METHODS:
             raise ConfigError(f"Unknown method {m!r} in {path}; expected one of {', '.join(METHODS)}.")
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"'methods' in {path} lists a method twice: {methods}.")
+    try:
+        seed_list(cfg.get("seeds", 3))
+    except ConfigError:
+        raise ConfigError(f"'seeds' in {path} must be a number of seeds (an int >= 1) or a "
+                          f"non-empty list of ints >= 0; got {cfg.get('seeds')!r}.") from None
+    workers = cfg.get("workers")
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool)
+                                or workers < 1):
+        raise ConfigError(f"'workers' in {path} must be an int >= 1 (worker processes); got "
+                          f"{workers!r}.")
+    if cfg.get("root") is not None and not isinstance(cfg["root"], str):
+        raise ConfigError(f"'root' in {path} must be a folder or URL; got {cfg['root']!r}.")
+    _check_params(cfg, path)
     return cfg
+
+
+def _check_jobs(jobs: Any, path: str | Path) -> None:
+    if not isinstance(jobs, list) or not jobs:
+        raise ConfigError(f"'jobs' in {path} must be a non-empty list of jobs, each with train "
+                          f"and test stores (and optional ood, name); got {jobs!r}.")
+    for job in jobs:
+        keys_ = sorted(map(str, job)) if isinstance(job, dict) else repr(job)
+        if not isinstance(job, dict) or set(job) - JOB_KEYS or "train" not in job or "test" not in job:
+            raise ConfigError(f"Each job in {path} needs train and test (and optional ood, name); "
+                              f"got {keys_}.")
+        if not isinstance(job.get("ood", []), list):
+            raise ConfigError(f"'ood' of a job in {path} must be a list of stores; got "
+                              f"{job['ood']!r}.")
+
+
+def _grid(cfg: dict[str, Any], method: str) -> dict[str, list[Any]]:
+    """The grid of ``method``: each parameter's values as a list."""
+    grid = (cfg.get("grid") or {}).get(method) or {}
+    return {n: v if isinstance(v, list) else [v]
+            for n, v in sorted(grid.items(), key=lambda kv: str(kv[0]))}
+
+
+def _common(cfg: dict[str, Any], method: str) -> dict[str, Any]:
+    """The shared ``params`` that ``method`` takes (the others are for other methods)."""
+    names = method_params(method)
+    return {k: v for k, v in (cfg.get("params") or {}).items() if k in names}
+
+
+def _harmless(method: str, name: str, value: Any) -> bool:
+    """``name: value`` is an option ``method`` does not use, at a harmless value."""
+    harmless = NOT_USED.get(method, {}).get(name, ((), ""))[0]
+    return isinstance(value, str) and value.strip().lower() in harmless
+
+
+def _check_params(cfg: dict[str, Any], path: str | Path) -> None:
+    """``params`` and ``grid``: shapes, names that apply, and every grid point's values."""
+    methods, params, grid = cfg["methods"], cfg.get("params") or {}, cfg.get("grid") or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"'params' in {path} must be a mapping, e.g. {{epochs: 30}}; got {params!r}.")
+    taken = set().union(*(method_params(m) for m in methods))
+    unused = sorted(str(k) for k, v in params.items()
+                    if k not in taken and not all(_harmless(m, k, v) for m in methods))
+    if unused:
+        raise ConfigError(f"'params' in {path} has {unused}, which none of the methods "
+                          f"{methods} takes; their parameters are {', '.join(sorted(taken))}.")
+    if not isinstance(grid, dict):
+        raise ConfigError(f"'grid' in {path} must map a method to its parameters' values, e.g. "
+                          f"{{nmtune: {{lambda_svd: [0.0, 0.01]}}}}; got {grid!r}.")
+    for method, values in grid.items():
+        if method not in methods:
+            raise ConfigError(f"'grid' in {path} has {method!r}, which is not in methods "
+                              f"{methods}; add it there or remove its grid.")
+        if not isinstance(values, dict):
+            raise ConfigError(f"'grid: {method}' in {path} must map parameters to lists of "
+                              f"values, e.g. {{lr: [0.001, 0.01]}}; got {values!r}.")
+        empty = sorted(str(n) for n, v in values.items() if v == [])
+        if empty:
+            raise ConfigError(f"'grid: {method}' in {path} gives no values for {empty}: the "
+                              "grid would have no runs.")
+    for method in methods:
+        grid_m = _grid(cfg, method)
+        for point in itertools.product(*grid_m.values()):
+            given = {**_common(cfg, method), **dict(zip(grid_m, point))}
+            try:
+                check_params(method, check_method_options(method, given))
+            except ConfigError as err:
+                raise ConfigError(f"{path}, method {method}: {err}") from None
 
 
 def expand(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """Every run of the grid, each with its id."""
-    seeds = cfg.get("seeds", [0, 1, 2])
-    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    common = cfg.get("params") or {}
+    seeds = seed_list(cfg.get("seeds", 3))
     runs = []
     for i, job in enumerate(cfg["jobs"]):
         where = f"sweep job {i + 1}" + (f" ({job['name']})" if job.get("name") else "")
@@ -91,13 +180,12 @@ def expand(cfg: dict[str, Any]) -> list[dict[str, Any]]:
             with open_store(s) as fs:
                 store_keys.append(fs.key)
         for method in cfg["methods"]:
-            grid = (cfg.get("grid") or {}).get(method) or {}
-            names = sorted(grid)
-            for values in itertools.product(*[grid[n] if isinstance(grid[n], list) else [grid[n]] for n in names]):
-                params = {**common, **dict(zip(names, values))}
-                if method == "logreg":
-                    params = {k: v for k, v in params.items()
-                              if k in ("Cs", "val_fraction", "max_iter", "train_noise", "noise_kind")}
+            grid = _grid(cfg, method)
+            for values in itertools.product(*grid.values()):
+                # shared params the method takes, then its grid point (harmless options
+                # of a method that does not use them dropped, as `tune` does)
+                params = check_method_options(method, {**_common(cfg, method),
+                                                       **dict(zip(grid, values))})
                 for seed in seeds:
                     ident = keys.content_key({"stores": store_keys, "method": method,
                                               "params": params, "seed": seed})
@@ -152,13 +240,20 @@ def sweep(cfg: dict[str, Any], *, on_done: Callable[[dict[str, Any], int, int], 
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool, \
                 open(results, "a") as out:
             futures = [pool.submit(_run_one, r) for r in todo]
-            for fut in as_completed(futures):
-                rec = fut.result()
-                out.write(json.dumps(rec, default=str) + "\n")
-                out.flush()
-                finished += 1
-                avoided += forward_passes_avoided(rec)
-                if on_done:
-                    on_done(rec, finished, len(todo))
+            try:
+                for fut in as_completed(futures):
+                    rec = fut.result()
+                    out.write(json.dumps(rec, default=str) + "\n")
+                    out.flush()
+                    finished += 1
+                    avoided += forward_passes_avoided(rec)
+                    if on_done:
+                        on_done(rec, finished, len(todo))
+            except BaseException:
+                # A failed run (or ^C) stops the sweep: runs not started are cancelled
+                # rather than computed and dropped; finished ones are in the results.
+                for fut in futures:
+                    fut.cancel()
+                raise
     return {"runs": len(runs), "skipped": len(runs) - len(todo), "ran": finished,
             "workers": workers, "forward_passes_avoided": avoided, "results": str(results)}
