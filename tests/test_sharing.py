@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featstore.errors import StoreIncompleteError
+from featstore.errors import StoreCorruptError, StoreIncompleteError
 from featstore.store import Root, location, open_store
 from featstore.store.lease import Lease, LeaseLostError
 from featstore_cli.main import cli
@@ -208,6 +208,23 @@ def test_copy_refuses_to_mark_a_damaged_set_complete(runner, texts, plugin_env, 
     assert not any(e.complete for e in Root(dst))
     with pytest.raises((StoreIncompleteError, FileNotFoundError)):
         open_store(dst / Path(out["path"]).name)
+
+
+def test_copy_replaces_a_damaged_destination(runner, texts, plugin_env, tmp_path):
+    """A destination set that reads as complete but lost a chunk file is copied again,
+    not called up to date (and copy never fails on it)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    out = json.loads(run_cli(runner, extract_args(texts, str(src))).stdout)[0]
+    run_cli(runner, ["copy", str(src), str(dst)])
+    name = Path(out["path"]).name
+    (dst / name / "features" / "c" / "1" / "0").unlink()
+    with pytest.raises(StoreCorruptError, match="featstore verify"):
+        open_store(dst / name)
+    res = run_cli(runner, ["copy", str(src), str(dst)])
+    assert "up to date" not in res.stdout
+    assert files_of(str(src)) == files_of(str(dst))
+    with open_store(dst / name) as fs:
+        assert fs.verify().ok
 
 
 # -- pack / unpack -------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from ..errors import FeatstoreError, StoreCorruptError
 from ..store import Root, location, open_store, schema
 from ..store.lease import Lease
+from ..store.integrity import StoreDamagedError
 from ..store.root import Entry
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,7 @@ def copy_set(entry: Entry, dst_root: Root, *, dry_run: bool = False, progress: b
         if _up_to_date(dst, result):
             lease.release()
             return result
+        _replace_damaged(dst)
         todo = _plan(entry, dst, src_files)
         if entry.format == "zarr":
             _remove_strays(dst, src_files)
@@ -233,6 +235,8 @@ def _up_to_date(dst: Any, result: CopyResult) -> bool:
                 raise StoreCorruptError(
                     f"{dst} holds key {there.key}, not {result.key} (renamed by hand). "
                     "Remove it with `featstore rm`, then copy again.")
+    except StoreDamagedError:
+        return False  # a complete set with files missing: replaced under the lease
     except StoreCorruptError:
         raise
     except FeatstoreError:
@@ -264,6 +268,19 @@ def _plan(entry: Entry, dst: Any, src_files: dict[str, int]) -> list[str]:
     todo = sorted(n for n, size in src_files.items() if n != GROUP_META and not (
         _covered_by_chunk_checksums(n) and have.get(n) == size))
     return todo + [GROUP_META]  # always last; first written as incomplete
+
+
+def _replace_damaged(dst: Any) -> None:
+    """Remove a destination set that reads as complete but fails its commit records
+    (a chunk file missing): it is copied again from the source. Call under the lease."""
+    try:
+        with open_store(dst):
+            return
+    except StoreDamagedError as err:
+        log.warning("%s is damaged (%s); copying it again", dst, err)
+        location.remove(dst)
+    except FeatstoreError:
+        return
 
 
 def _remove_strays(dst: Any, src_files: dict[str, int]) -> None:
