@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import machine, print_table, save
-from featstore.sharing import copy_root
+from featstore.workflows.sharing import copy_root
 from featstore.store import Root, create_store, open_store, schema
 
 

@@ -98,7 +98,7 @@ def job_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def job_request(config_file: str | None, fmt: str | None, random_weights: bool,
                 columns: dict[str, str | None], opts: dict[str, Any]) -> dict[str, Any]:
     """The request as a mapping for ExtractConfig: the --config file, then the flags given."""
-    from featstore.yaml_files import read_mapping
+    from featstore.utils.yaml_files import read_mapping
 
     data = read_mapping(config_file, "extract config", "'backbones: [...]'") if config_file else {}
     # --encoding is how the data set is read, like the column names: a data set option

@@ -44,7 +44,7 @@ def test_quick_noisy_pretraining_end_to_end(runner, tmp_path):
 
 def test_report_averages_use_each_jobs_own_id_and_ood(tmp_path):
     """A set that is ID for one job and OOD for another counts in the right average."""
-    from featstore.report import results_table
+    from featstore.workflows.report import results_table
 
     def rec(train, id_set, ood_set, id_acc, ood_acc):
         scores = {id_set: {"kind": "id", "accuracy": id_acc}, ood_set: {"kind": "ood", "accuracy": ood_acc}}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from featstore.errors import ConfigError, DataError
-from featstore.noise import caption_swap, pairflip, symmetric, symmetric_all
+from featstore.data.noise import caption_swap, pairflip, symmetric, symmetric_all
 from featstore_cli.main import cli
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from featstore.errors import BackboneError, ConfigError, DataError
-from featstore.pretrain import PretrainConfig, pretrain
+from featstore.workflows.pretrain import PretrainConfig, pretrain
 from featstore_cli.main import cli
 
 from conftest import make_images, tiny_extract_args
@@ -41,7 +41,7 @@ def _tensors(path: Path) -> dict:
 
 CHILD = """
 import sys
-from featstore.pretrain import PretrainConfig, pretrain
+from featstore.workflows.pretrain import PretrainConfig, pretrain
 cfg = PretrainConfig(model="timm:test_resnet", dataset=sys.argv[1], out=sys.argv[2], epochs=2,
                      batch_size=16, image_size=16, device="cpu", noise=0.2, num_threads=1)
 pretrain(cfg, on_batch=lambda e, b, loss: print(f"batch {e} {b}", flush=True))

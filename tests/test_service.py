@@ -24,12 +24,12 @@ import numpy as np
 import pytest
 
 from featstore.errors import ConfigError
-from featstore.service import client
-from featstore.service.errors import (AuthenticationError, ServiceBusyError,
+from featstore.workflows.service import client
+from featstore.workflows.service.errors import (AuthenticationError, ServiceBusyError,
                                       ServiceUnavailableError)
-from featstore.service.queue import JobQueue, default_queue_path
-from featstore.service.requests import DataDirs, JobRequest, expand
-from featstore.service.tokens import TokenSet, load_tokens
+from featstore.workflows.service.queue import JobQueue, default_queue_path
+from featstore.workflows.service.requests import DataDirs, JobRequest, expand
+from featstore.workflows.service.tokens import TokenSet, load_tokens
 from featstore.store import open_store
 from featstore_cli.main import cli
 

@@ -177,7 +177,7 @@ def test_interrupted_copy_never_reads_complete_and_resumes(runner, texts, plugin
             calls_made.append(path)
         real_put(path, data)
 
-    from featstore.sharing import copy_root
+    from featstore.workflows.sharing import copy_root
 
     monkeypatch.setattr(location, "put_atomic", failing_put)
     with pytest.raises(KeyboardInterrupt):

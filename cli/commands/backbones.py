@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..options import echo_json, json_option, table
+from featstore_cli.options import echo_json, json_option, table
 
 
 @click.command(epilog="\b\nExample:\n  featstore backbones --json")

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ..options import echo_json, human_bytes, json_option, table
+from featstore_cli.options import echo_json, human_bytes, json_option, table
 
 _select = [
     click.option("-k", "--key", "keys", multiple=True,
@@ -50,7 +50,7 @@ def copy(src: str, dst: str, keys: tuple[str, ...], backbone: str | None, datase
     interrupted copy resumes when run again. A set holding a symbolic link (at SRC, or
     in a partial copy at DST) is refused, not followed.
     """
-    from featstore.sharing import copy_root
+    from featstore.workflows.sharing import copy_root
     from featstore.store.location import check_cli_root
 
     check_cli_root(src, write=False)
@@ -89,7 +89,7 @@ def pack(root: str, out: str, keys: tuple[str, ...], backbone: str | None, datas
 
     A set holding a symbolic link is refused, not followed.
     """
-    from featstore.sharing import pack as run
+    from featstore.workflows.sharing import pack as run
     from featstore.store.location import check_cli_root
 
     check_cli_root(root, write=False)
@@ -116,7 +116,7 @@ def unpack(pack_file: str, root: str, as_json: bool) -> None:
     disagrees with the manifest (names, sizes) or expands like a zip bomb. Each set is
     streamed into a staging folder in ROOT, checked, then moved into place.
     """
-    from featstore.sharing import unpack as run
+    from featstore.workflows.sharing import unpack as run
     from featstore.store.location import check_cli_root
 
     check_cli_root(root, write=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..options import echo_json, json_option, table
+from featstore_cli.options import echo_json, json_option, table
 
 
 @click.group(epilog="\b\nExamples:\n  featstore datasets list\n  featstore datasets fetch vader-tweets",

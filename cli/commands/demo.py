@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..options import echo_json, json_option, table
+from featstore_cli.options import echo_json, json_option, table
 
 
 @click.command(epilog="\b\nExamples:\n  featstore demo\n  featstore demo --root /tmp/demo --limit 500 --seeds 1")
@@ -18,7 +18,7 @@ def demo(root: str, limit: int | None, seeds: int, epochs: int, device: str, as_
     """Extract EfficientNet-Lite0 features of MNIST-5k and UCI digits once, then train LP,
     MLP and NMTune heads on the cache (in-domain: MNIST test; out-of-domain: UCI digits),
     measure the feature spectra, and write a report."""
-    from featstore.demo import run_demo
+    from featstore.workflows.demo import run_demo
 
     s = run_demo(root=root, limit=limit, device=device, seeds=seeds, epochs=epochs,
                  echo=None if as_json else click.echo)

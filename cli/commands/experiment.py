@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..options import echo_json, json_option
+from featstore_cli.options import echo_json, json_option
 
 EXAMPLES = """
 \b
@@ -45,7 +45,7 @@ def experiment(name: str, quick: bool, root: str | None, model: str | None,
     """Run a built-in experiment end to end. noisy-pretraining: pre-train on Fashion-MNIST
     at several label-noise ratios, extract MNIST-5k and UCI digits, tune LP/MLP/NMTune ID
     and OOD, spectra, report. Every step is cached: a rerun computes only what is new."""
-    from featstore.experiments import NoisyPretraining, run_noisy_pretraining
+    from featstore.workflows.experiments import NoisyPretraining, run_noisy_pretraining
 
     size = "quick" if quick else "default"
     exp = NoisyPretraining.sized(size, root=root or ("noisy-pretraining-quick" if quick else "noisy-pretraining"),

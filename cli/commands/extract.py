@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ..options import device_option, echo_json, job_options, job_request, json_option, table
+from featstore_cli.options import device_option, echo_json, job_options, job_request, json_option, table
 
 EXAMPLES = """
 \b
@@ -96,7 +96,7 @@ def _extract_on_server(server: str, token_file: str | None, data: dict[str, Any]
                        as_json: bool) -> None:
     """`extract --server`: the same request, run by the service; wait and print the sets."""
     from featstore.errors import ConfigError
-    from featstore.service import client
+    from featstore.workflows.service import client
 
     if data.get("force"):
         raise ConfigError("--force cannot be sent to a service (it never deletes feature sets "

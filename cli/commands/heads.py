@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..options import echo_json, json_option, table
+from featstore_cli.options import echo_json, json_option, table
 
 
 @click.command("eval", epilog="\b\nExample:\n  featstore eval --head heads/nmtune-seed0 features/f19d features/b61e")
@@ -13,7 +13,7 @@ from ..options import echo_json, json_option, table
 @json_option
 def eval_cmd(head: str, stores: tuple[str, ...], as_json: bool) -> None:
     """Metrics of a saved head on labelled STORES of the same backbone."""
-    from featstore.tuners.run import evaluate
+    from featstore.workflows.tuning import evaluate
 
     rows = evaluate(head, list(stores))
     if as_json:
@@ -35,7 +35,7 @@ def predict(head: str, store: str, out: str) -> None:
     from pathlib import Path
 
     from featstore.data.outputs import check_output_file
-    from featstore.tuners.run import predict as run
+    from featstore.workflows.tuning import predict as run
 
     if out != "-":
         check_output_file(out, "--out", "predictions.csv")  # before the head runs

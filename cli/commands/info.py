@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..options import echo_json, json_option
+from featstore_cli.options import echo_json, json_option
 
 
 @click.command(epilog="\b\nExamples:\n  featstore info features/3fa2c1d0\n  featstore info features/3fa2c1d09b7e4a55e0c1f2aa.zarr --json")

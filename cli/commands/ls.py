@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ..options import echo_json, human_bytes, json_option, table
+from featstore_cli.options import echo_json, human_bytes, json_option, table
 
 #: How `ls` shows each state in its table (the JSON carries the plain state).
 SHOWN = {"complete": "complete", "incomplete": "INCOMPLETE", "damaged": "DAMAGED",

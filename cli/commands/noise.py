@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..options import echo_json, json_option
+from featstore_cli.options import echo_json, json_option
 
 EXAMPLES = """
 \b
@@ -42,7 +42,7 @@ def noise(manifest: str, ratio: float, kind: str, seed: int, out: str, label_col
     """Write a copy of MANIFEST with seeded label (or caption) noise: the noisy value in
     the original column, the clean one in clean_<column>, and an is_noisy column."""
     from featstore.data.noisy_manifest import write_noisy_manifest
-    from featstore.noise import parse_transition
+    from featstore.data.noise import parse_transition
 
     rec = write_noisy_manifest(manifest, out, ratio=ratio, kind=kind, seed=seed,
                                label_column=label_column, text_column=text_column,

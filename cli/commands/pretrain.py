@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..options import echo_json, json_option
+from featstore_cli.options import echo_json, json_option
 
 EXAMPLES = """
 \b
@@ -44,8 +44,8 @@ def pretrain(model: str, dataset: str, split: str, out: str, noise: float, noise
              no_augment: bool, seed: int, device: str, restart: bool, as_json: bool) -> None:
     """Pre-train a timm model on clean or noisy labels (checkpoint each epoch; a killed
     run resumes when rerun), and write weights with a model card for `extract --weights`."""
-    from featstore.pretrain import PretrainConfig
-    from featstore.pretrain import pretrain as run
+    from featstore.workflows.pretrain import PretrainConfig
+    from featstore.workflows.pretrain import pretrain as run
 
     cfg = PretrainConfig(model=model, dataset=dataset, split=split, out=out, limit=limit,
                          noise=noise, noise_kind=noise_kind, noise_seed=noise_seed, epochs=epochs,

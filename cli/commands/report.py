@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..options import echo_json, json_option
+from featstore_cli.options import echo_json, json_option
 
 
 @click.command(epilog="\b\nExamples:\n  featstore report results.jsonl --out report/\n  featstore report results.jsonl --metric macro_f1 --json")
@@ -16,7 +16,7 @@ from ..options import echo_json, json_option
 def report(results: str, out_dir: str, metric: str, as_json: bool) -> None:
     """Tables (Markdown, CSV, LaTeX) in the shape of the paper's Table 2 and a bar plot,
     from a results file written by `featstore tune --results`."""
-    from featstore.report import markdown_table, read_results, results_table, write_report
+    from featstore.workflows.report import markdown_table, read_results, results_table, write_report
 
     paths = write_report(results, out_dir, metric)
     if as_json:

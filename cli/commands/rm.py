@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ..options import human_bytes
+from featstore_cli.options import human_bytes
 
 EPILOG = """
 \b

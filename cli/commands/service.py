@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..options import echo_json, job_options, job_request, json_option, table
+from featstore_cli.options import echo_json, job_options, job_request, json_option, table
 
 SERVE_EXAMPLES = """
 \b
@@ -103,9 +103,9 @@ def serve(root: str, devices: str, host: str, port: int, tokens_file: str | None
     the root answers at once, and one equal to a queued or running job joins it. A
     worker that dies has its job resumed by another. Ctrl-C stops the workers cleanly.
     """
-    from featstore.service.requests import parse_limits
-    from featstore.service.server import Service, ServiceConfig, parse_devices
-    from featstore.service.tokens import load_tokens, loose_permissions
+    from featstore.workflows.service.requests import parse_limits
+    from featstore.workflows.service.server import Service, ServiceConfig, parse_devices
+    from featstore.workflows.service.tokens import load_tokens, loose_permissions
     from featstore.store.location import check_cli_root
 
     check_cli_root(root, write=True)
@@ -149,8 +149,8 @@ def submit(config_file: str | None, fmt: str | None, random_weights: bool,
     --token-file.
     """
     from featstore.errors import ConfigError
-    from featstore.service import client
-    from featstore.service.errors import JobFailedError
+    from featstore.workflows.service import client
+    from featstore.workflows.service.errors import JobFailedError
 
     data = job_request(config_file, fmt, random_weights,
                        {"text_column": text_column, "image_column": image_column,
@@ -213,7 +213,7 @@ def submit(config_file: str | None, fmt: str | None, random_weights: bool,
 def jobs(server: str | None, token_file: str | None, states: tuple[str, ...], log_id: int | None,
          limit: int | None, as_json: bool) -> None:
     """Show a featstore service's jobs: state, progress, attempts, worker and errors."""
-    from featstore.service import client
+    from featstore.workflows.service import client
 
     url = client.server_url(server)
     token = client.read_token(token_file)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..options import echo_json, json_option
+from featstore_cli.options import echo_json, json_option
 
 EXAMPLES = """
 \b
@@ -33,7 +33,7 @@ def spectrum(stores: tuple[str, ...], preprocessing: str, head: str | None, plot
 
     est = None
     if head:
-        from featstore.tuners.run import load_head
+        from featstore.workflows.tuning import load_head
 
         est = load_head(head)
         if not hasattr(est, "model_"):
@@ -44,7 +44,7 @@ def spectrum(stores: tuple[str, ...], preprocessing: str, head: str | None, plot
             if est is None:
                 sp = spectrum_of_store(fs, preprocessing)
             else:
-                from featstore.keys import backbone_key
+                from featstore.utils.keys import backbone_key
                 from featstore.tuners.batches import iter_store_rows
 
                 est._check_backbone(backbone_key(fs.metadata))  # refuse another backbone up front

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..options import echo_json, json_option
+from featstore_cli.options import echo_json, json_option
 
 EXAMPLE = """
 \b
@@ -29,7 +29,7 @@ Run it:  featstore sweep sweep.yaml   (rerun to resume; finished runs are skippe
 def sweep(config: str, as_json: bool) -> None:
     """Run a grid of tuning runs (methods × hyperparameters × seeds × data sets) on cached
     stores in parallel, appending one result line per run and skipping finished runs."""
-    from featstore.tuners.sweep import load_sweep, sweep as run
+    from featstore.workflows.sweep import load_sweep, sweep as run
 
     cfg = load_sweep(config)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..options import echo_json, json_option, table
+from featstore_cli.options import echo_json, json_option, table
 
 EXAMPLES = """
 \b
@@ -53,7 +53,7 @@ def tune(train: str, test: str, ood: tuple[str, ...], method: str, seeds: int, e
     The same flags work in a loop over methods where they are harmless: logreg accepts
     --device cpu/auto and --stream auto/never; options it would silently ignore
     (--device cuda, --epochs, --lr, --batch-size, --stream always) are refused."""
-    from featstore.tuners.run import tune as run
+    from featstore.workflows.tuning import tune as run
 
     params = {k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size,
                                 "device": device, "stream": stream}.items() if v is not None}

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ..options import echo_json, json_option
+from featstore_cli.options import echo_json, json_option
 
 
 @click.command(epilog="\b\nExamples:\n  featstore verify features/3fa2c1d0\n"

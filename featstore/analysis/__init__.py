@@ -1,6 +1,6 @@
 """Analysis of feature spaces: the singular-value spectrum (method.md §1)."""
 
-from .spectrum import (PREPROCESSING, Spectrum, gram_from_chunks, lsvr, singular_values,
+from featstore.analysis.spectrum import (PREPROCESSING, Spectrum, gram_from_chunks, lsvr, singular_values,
                        spectrum_of_store, sve)
 
 __all__ = ["PREPROCESSING", "Spectrum", "gram_from_chunks", "lsvr", "singular_values",

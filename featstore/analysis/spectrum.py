@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from featstore.errors import ConfigError, DataError
 
 #: How rows are preprocessed before the spectrum (method.md §1); recorded with results.
 PREPROCESSING = ("l2", "none", "center", "l2-rowmean")

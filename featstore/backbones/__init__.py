@@ -18,12 +18,13 @@ import difflib
 import importlib
 from typing import Any
 
-from ..errors import BackboneError, ConfigError, FeatstoreError, UnknownBackboneError
-from ._base import Backbone
-from ._weights import one_line
-from .builtin import BUILTINS
+from featstore.errors import BackboneError, ConfigError, FeatstoreError, UnknownBackboneError
+from featstore.backbones._base import Backbone
+from featstore.backbones._weights import one_line, state_dict_sha256
+from featstore.backbones.builtin import BUILTINS
+from featstore.backbones.provenance import backbone_key_inputs
 
-__all__ = ["Backbone", "create_backbone", "list_backbones", "SCHEMES"]
+__all__ = ["Backbone", "backbone_key_inputs", "state_dict_sha256", "create_backbone", "list_backbones", "SCHEMES"]
 
 SCHEMES = ("timm", "hf", "st", "openai")
 
@@ -74,22 +75,22 @@ def create_backbone(spec: str, **options: Any) -> Backbone:
             "or module:function."
         )
     if scheme == "timm":
-        from .timm_backbone import TimmBackbone
+        from featstore.backbones.timm_backbone import TimmBackbone
 
         return TimmBackbone(rest, **options)
     if scheme == "hf":
-        from .hf_text import HFTextBackbone
+        from featstore.backbones.hf_text import HFTextBackbone
 
         _no_weights(options, "hf: backbones", "the model folder holds the weights")
         return HFTextBackbone(rest, **_only(options, "pooling", "max_length", "layer"))
     if scheme == "st":
-        from .sentence_transformers import SentenceTransformerFolder
+        from featstore.backbones.sentence_transformers import SentenceTransformerFolder
 
         _no_weights(options, "st: backbones", "the model folder holds the weights")
         _only(options)  # its pooling and length come from the folder
         return SentenceTransformerFolder(rest)
     if scheme == "openai":
-        from .openai_api import OpenAIEmbeddings
+        from featstore.backbones.openai_api import OpenAIEmbeddings
 
         _no_weights(options, "openai: backbones", "the service computes the embeddings")
         return OpenAIEmbeddings(rest, **_only(options, "base_url", "batch_size", "dimensions",

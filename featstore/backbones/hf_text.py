@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from ..errors import BackboneError, ConfigError, MissingDependencyError
-from ._base import Backbone
-from ._weights import one_line, files_sha256, state_dict_sha256, torch_load_weights_only
+from featstore.errors import BackboneError, ConfigError, MissingDependencyError
+from featstore.backbones._base import Backbone
+from featstore.backbones._weights import one_line, files_sha256, state_dict_sha256, torch_load_weights_only
 
 POOLINGS = ("cls", "mean", "last")
 #: Tokenizer files whose bytes decide the token ids (hashed with config.json).

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import torch
 
-from ..errors import ConfigError, EmbeddingAPIError
-from ._base import Backbone
+from featstore.errors import ConfigError, EmbeddingAPIError
+from featstore.backbones._base import Backbone
 
 log = logging.getLogger(__name__)
 

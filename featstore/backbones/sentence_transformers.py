@@ -6,9 +6,9 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackboneError, ConfigError, MissingAssetError
-from ._weights import files_sha256
-from .hf_text import HFTextBackbone, read_json
+from featstore.errors import BackboneError, ConfigError, MissingAssetError
+from featstore.backbones._weights import files_sha256
+from featstore.backbones.hf_text import HFTextBackbone, read_json
 
 
 def minilm_folder() -> Path:

@@ -9,9 +9,9 @@ from typing import Any, Callable
 
 import torch
 
-from ..errors import BackboneError, UnknownBackboneError
-from ._base import Backbone
-from ._weights import match_state_dict, read_state_dict, state_dict_sha256
+from featstore.errors import BackboneError, UnknownBackboneError
+from featstore.backbones._base import Backbone
+from featstore.backbones._weights import match_state_dict, read_state_dict, state_dict_sha256
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class TimmBackbone(Backbone):
             kwargs["global_pool"] = pooling
         self.model_card = None
         if weights is not None:
-            from ..pretrain.card import read_card_beside
+            from featstore.backbones.card import read_card_beside
 
             self.model_card = read_card_beside(weights, f"timm:{name}")
             if self.model_card:  # weights made by `featstore pretrain`: its head size

@@ -6,11 +6,11 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, UnknownDatasetError
-from ._base import ArraySampleSet, FileSampleSet, SampleSet
-from . import builtin, sources
-from .splits import limit_indices
-from .tables import check_encoding
+from featstore.errors import ConfigError, UnknownDatasetError
+from featstore.data._base import ArraySampleSet, FileSampleSet, SampleSet
+from featstore.data import builtin, sources
+from featstore.data.splits import limit_indices
+from featstore.data.tables import check_encoding
 
 __all__ = ["SampleSet", "ArraySampleSet", "FileSampleSet", "load_dataset", "list_datasets",
            "fetch_builtin"]

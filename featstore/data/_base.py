@@ -8,7 +8,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from ..errors import DataError
+from featstore.errors import DataError
 
 Modality = Literal["image", "text"]
 Task = Literal["classification", "regression"]

@@ -17,10 +17,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ConfigError, MissingAssetError
-from ._base import ArraySampleSet, SampleSet
-from .idx import read_idx
-from .splits import pick_split, stratified_split
+from featstore.errors import ConfigError, MissingAssetError
+from featstore.data._base import ArraySampleSet, SampleSet
+from featstore.data.idx import read_idx
+from featstore.data.splits import pick_split, stratified_split
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot"]

@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import keys
-from ..errors import ConfigError, DataError
-from ..noise import ALL_KINDS, add_label_noise, caption_swap, check_ratio
-from .outputs import check_output_file
-from .sources import IMAGE_COLUMNS, MANIFEST_SUFFIXES, TEXT_COLUMNS
-from .tables import check_encoding, read_rows
+from featstore.utils import keys
+from featstore.errors import ConfigError, DataError
+from featstore.data.noise import ALL_KINDS, add_label_noise, caption_swap, check_ratio
+from featstore.data.outputs import check_output_file
+from featstore.data.sources import IMAGE_COLUMNS, MANIFEST_SUFFIXES, TEXT_COLUMNS
+from featstore.data.tables import check_encoding, read_rows
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from featstore.errors import ConfigError
 
 
 def check_output_file(path: Any, option: str, example: str = "results.jsonl") -> Path:

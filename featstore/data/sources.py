@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, MissingDependencyError
-from ._base import ArraySampleSet, FileSampleSet, SampleSet
-from .idx import labels_beside, read_idx
-from .tables import read_rows
+from featstore.errors import DataError, MissingDependencyError
+from featstore.data._base import ArraySampleSet, FileSampleSet, SampleSet
+from featstore.data.idx import labels_beside, read_idx
+from featstore.data.tables import read_rows
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 IMAGE_COLUMNS = ("image", "path", "file", "filepath", "image_path")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DataError
+from featstore.errors import DataError
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0

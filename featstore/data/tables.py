@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, DataError, MissingDependencyError
+from featstore.errors import ConfigError, DataError, MissingDependencyError
 
 #: The largest CSV field read (a whole document in a text column is fine).
 FIELD_LIMIT = 1 << 30

@@ -7,8 +7,8 @@ import reprlib
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
-from ..errors import ConfigError
-from ..store.codecs import parse_codec
+from featstore.errors import ConfigError
+from featstore.store.codecs import parse_codec
 
 DTYPES = ("float16", "float32")
 

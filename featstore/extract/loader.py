@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data._base import SampleSet
-from ..store import schema
+from featstore.data import SampleSet
+from featstore.store import schema
 
 
 class _Samples(Dataset):

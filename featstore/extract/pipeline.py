@@ -11,18 +11,18 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .. import keys
-from ..backbones import Backbone, create_backbone
-from ..data._base import SampleSet
-from ..devices import resolve_device
-from ..errors import (ConfigError, DimensionMismatchError, SampleLoadError, StoreCorruptError,
+from featstore.utils import keys
+from featstore.backbones import Backbone, backbone_key_inputs, create_backbone
+from featstore.data import SampleSet
+from featstore.utils.devices import resolve_device
+from featstore.errors import (ConfigError, DimensionMismatchError, SampleLoadError, StoreCorruptError,
                       StoreIncompleteError)
-from ..store import FeatureStore, Root, create_store, location, open_store, schema
-from ..store._hdf5 import PARTIAL
-from ..store.lease import Lease, LeaseLostError
-from . import loader
-from .config import ExtractConfig
-from .writer import ChunkWriter
+from featstore.store import FeatureStore, Root, create_store, location, open_store, schema
+from featstore.store import PARTIAL
+from featstore.store.lease import Lease, LeaseLostError
+from featstore.extract import loader
+from featstore.extract.config import ExtractConfig
+from featstore.extract.writer import ChunkWriter
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,10 @@ class ExtractResult:
 def key_inputs(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig) -> dict[str, Any]:
     """Everything that determines the stored values, and nothing else.
 
-    Where the backbone's files sit is not in it (see :func:`keys.backbone_key_inputs`):
+    Where the backbone's files sit is not in it (see :func:`featstore.backbones.backbone_key_inputs`):
     the same weights at two paths give one key. The metadata keeps the full provenance.
     """
-    prov = keys.backbone_key_inputs(backbone.provenance())
+    prov = backbone_key_inputs(backbone.provenance())
     return {
         "schema": schema.SCHEMA_VERSION,
         "backbone": prov,
@@ -75,7 +75,7 @@ def key_inputs(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig) -> di
 def extract(cfg: ExtractConfig, *, on_result: Callable[[ExtractResult], None] | None = None
             ) -> list[ExtractResult]:
     """Extract every backbone × data set × split in ``cfg``, loading each backbone once."""
-    from ..data import load_dataset
+    from featstore.data import load_dataset
 
     device = resolve_device(cfg.device)
     sets = [load_dataset(d, s, limit=cfg.limit, seed=cfg.seed, **cfg.dataset_options)
@@ -153,7 +153,7 @@ def _cached(path: Any, base: dict[str, Any], t0: float) -> ExtractResult | None:
     only them. Damaged labels or sample ids cannot be recomputed chunk by chunk: an
     error names --force.
     """
-    from ..store.integrity import StoreDamagedError, mark_for_reextraction
+    from featstore.store.integrity import StoreDamagedError, mark_for_reextraction
 
     if not path.exists():
         return None
@@ -195,7 +195,7 @@ def _acquire(lease: Lease, path: Any, base: dict[str, Any], t0: float, *,
     process holds the lease (a dead writer's lease is taken over once it has gone
     unrenewed for its duration, and the extraction resumes from its committed chunks).
     """
-    from ..store.root import clear_damaged, is_damaged
+    from featstore.store.root import clear_damaged, is_damaged
 
     told = None
     while not lease.acquire():
@@ -238,7 +238,7 @@ def extract_one(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
     path = root.path_for(key, cfg.format)
     base = dict(key=key, path=str(path), backbone=backbone.id, dataset=samples.name,
                 split=samples.split)
-    from ..store.root import is_damaged
+    from featstore.store.root import is_damaged
 
     # A damaged set (no usable metadata: its writer was killed first) is no cache hit:
     # it is replaced under the lease (_acquire).

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..store import FeatureStore
+from featstore.store import FeatureStore
 
 
 class ChunkWriter:

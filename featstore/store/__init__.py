@@ -12,18 +12,18 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, StoreIncompleteError, StoreNotFoundError
-from . import schema
-from ._base import FeatureStore, Mode
-from .integrity import StoreDamagedError, VerifyReport, default_verify_reads
-from ._hdf5 import PARTIAL, HDF5Store
-from ._zarr import ZarrStore
-from .location import as_path
-from .root import Root, resolve_store_path
+from featstore.errors import ConfigError, DataError, StoreIncompleteError, StoreNotFoundError
+from featstore.store import schema
+from featstore.store._base import FeatureStore, Mode
+from featstore.store.integrity import StoreDamagedError, VerifyReport, default_verify_reads
+from featstore.store._hdf5 import PARTIAL, HDF5Store
+from featstore.store._zarr import ZarrStore
+from featstore.store.location import as_path
+from featstore.store.root import Root, resolve_store_path
 
-from . import location  # noqa: E402  (featstore.store.location: local paths and URLs)
+from featstore.store import location  # noqa: E402  (featstore.store.location: local paths and URLs)
 
-__all__ = ["FeatureStore", "VerifyReport", "StoreDamagedError", "Root", "open_store",
+__all__ = ["PARTIAL", "FeatureStore", "VerifyReport", "StoreDamagedError", "Root", "open_store",
            "create_store", "backend_for", "location"]
 
 _MODES = ("r", "r+", "a", "w", "w-")

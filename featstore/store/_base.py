@@ -11,13 +11,13 @@ import errno
 
 import numpy as np
 
-from ..errors import (DiskFullError, FeatstoreError, ReadOnlyStoreError, StoreCorruptError,
+from featstore.errors import (DiskFullError, FeatstoreError, ReadOnlyStoreError, StoreCorruptError,
                       StoreIncompleteError)
-from . import schema
-from .integrity import (VERIFY_GROUP, CheckedArray, StoreDamagedError, VerifyReport,
+from featstore.store import schema
+from featstore.store.integrity import (VERIFY_GROUP, CheckedArray, StoreDamagedError, VerifyReport,
                         chunk_repair_hint, default_verify_reads, digest_of, read_error,
                         layout_problems, verify_store, whole_repair_hint)
-from .location import as_path
+from featstore.store.location import as_path
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ class FeatureStore(abc.ABC):
         except (FeatstoreError, MemoryError):
             raise
         except Exception as err:
-            from .location import explain_storage_error
+            from featstore.store.location import explain_storage_error
 
             if explain_storage_error(err) is not None:
                 raise  # credentials, permissions, network: the CLI explains those

@@ -16,12 +16,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import ConfigError, FeatstoreError, StoreCorruptError, StoreNotFoundError
-from . import schema
-from ._base import FeatureStore, Mode, translate_os_error
-from .integrity import whole_repair_hint
-from .codecs import hdf5_options
-from .location import as_path, is_remote
+from featstore.errors import ConfigError, FeatstoreError, StoreCorruptError, StoreNotFoundError
+from featstore.store import schema
+from featstore.store._base import FeatureStore, Mode, translate_os_error
+from featstore.store.integrity import whole_repair_hint
+from featstore.store.codecs import hdf5_options
+from featstore.store.location import as_path, is_remote
 
 PARTIAL = ".partial"
 

@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ..errors import FeatstoreError, StoreCorruptError, StoreNotFoundError
-from . import schema
-from ._base import FeatureStore, Mode, translate_os_error
-from .integrity import whole_repair_hint
-from .location import as_path, is_remote
-from .codecs import zarr_compressors
+from featstore.errors import FeatstoreError, StoreCorruptError, StoreNotFoundError
+from featstore.store import schema
+from featstore.store._base import FeatureStore, Mode, translate_os_error
+from featstore.store.integrity import whole_repair_hint
+from featstore.store.location import as_path, is_remote
+from featstore.store.codecs import zarr_compressors
 
 
 def zarr_location(path: Any, *, read_only: bool) -> Any:
@@ -56,7 +56,7 @@ class ZarrStore(FeatureStore):
         except (FeatstoreError, MemoryError):
             raise
         except Exception as err:
-            from .location import explain_storage_error
+            from featstore.store.location import explain_storage_error
 
             if explain_storage_error(err) is not None:
                 raise  # credentials, permissions, buckets: the CLI explains those

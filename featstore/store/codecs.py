@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ConfigError
+from featstore.errors import ConfigError
 
 #: Names accepted by ``--codec``; the first is the default.
 CODECS = ("zstd", "blosc-zstd", "lz4", "none")

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import FeatstoreError, StoreCorruptError
-from . import schema
+from featstore.errors import FeatstoreError, StoreCorruptError
+from featstore.store import schema
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._base import FeatureStore
+    from featstore.store._base import FeatureStore
 
 #: Environment variable read when ``open_store`` is not told: ``0`` turns off the
 #: hashing of reads (checks on open stay on). The CLI commands inherit it.
@@ -410,9 +410,9 @@ def mark_for_reextraction(path: Any, *, lease_seconds: float = 60.0) -> list[int
     writer holds the key's lease (it is busy with the set; nothing was changed).
     Raises StoreCorruptError for damage no chunk can repair (labels, sample ids, layout).
     """
-    from . import open_store
-    from .lease import Lease
-    from .location import as_path
+    from featstore.store import open_store
+    from featstore.store.lease import Lease
+    from featstore.store.location import as_path
 
     path = as_path(path)
     with open_store(path, allow_incomplete=True, allow_damaged=True) as fs:

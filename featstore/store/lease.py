@@ -37,8 +37,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import FeatstoreError
-from . import location
+from featstore.errors import FeatstoreError
+from featstore.store import location
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Union
 
-from ..errors import (ConfigError, DiskFullError, MissingDependencyError, ReadOnlyStoreError,
+from featstore.errors import (ConfigError, DiskFullError, MissingDependencyError, ReadOnlyStoreError,
                       StoreNotFoundError)
 
 AnyPath = Union[Path, Any]  # Path or upath.UPath

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import ConfigError, FeatstoreError, StoreCorruptError, StoreNotFoundError
-from ..keys import KEY_LENGTH
-from . import location, schema
-from .location import AnyPath, as_path
+from featstore.errors import ConfigError, FeatstoreError, StoreCorruptError, StoreNotFoundError
+from featstore.utils.keys import KEY_LENGTH
+from featstore.store import location, schema
+from featstore.store.location import AnyPath, as_path
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ def resolve_store_path(path: str | Path | AnyPath) -> AnyPath:
     path = as_path(path)
     if path.name.endswith(SUFFIXES) or path.exists():
         if not path.exists() and location.with_suffix_added(path, ".partial").exists():
-            from ..errors import StoreIncompleteError
+            from featstore.errors import StoreIncompleteError
 
             raise StoreIncompleteError(
                 f"{path} is incomplete: only {path.name}.partial exists, an interrupted "
@@ -376,7 +376,7 @@ def unfinished_sets(root: Any) -> list[Entry]:
 
 def live_writer(entry: Entry) -> str | None:
     """Who is writing ``entry`` now (its key's lease is live), or None."""
-    from .lease import Lease
+    from featstore.store.lease import Lease
 
     lease = Lease(entry.path.parent, entry.key)
     holder = lease.holder()
@@ -389,7 +389,7 @@ def remove_set(entry: Entry) -> None:
     """Remove one set while holding its key's lease, so no writer races the removal.
 
     Raises FeatstoreError (naming the writer) if another process holds a live lease."""
-    from .lease import Lease
+    from featstore.store.lease import Lease
 
     lease = Lease(entry.path.parent, entry.key)
     if not lease.acquire():

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SchemaVersionError, StoreCorruptError
+from featstore.errors import SchemaVersionError, StoreCorruptError
 
 #: Bumped on any change a reader of the previous version could misread.
 SCHEMA_VERSION = 1

@@ -1,9 +1,9 @@
 """Tuners on cached features: LP, MLP tuning and NMTune (scikit-learn contract), and
 NMTune's regularisers for any PyTorch loop."""
 
-from .base import BaseTuner, NotFittedError
-from .models import LinearProbe, MLPTuner, NMTune
-from .regularizers import consistency_loss, covariance_loss, singular_value_loss
+from featstore.tuners.base import BaseTuner, NotFittedError
+from featstore.tuners.models import LinearProbe, MLPTuner, NMTune
+from featstore.tuners.regularizers import consistency_loss, covariance_loss, singular_value_loss
 
 #: Registry by class name (used to load saved heads) and by short name.
 TUNERS = {"LinearProbe": LinearProbe, "MLPTuner": MLPTuner, "NMTune": NMTune}

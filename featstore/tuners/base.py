@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..devices import resolve_device
-from ..errors import ConfigError, DataError, FeatstoreError
+from featstore.utils.devices import resolve_device
+from featstore.errors import ConfigError, DataError, FeatstoreError
 
 
 class NotFittedError(FeatstoreError, AttributeError):
@@ -65,7 +65,7 @@ def _is_store(X: Any) -> bool:
 
 
 def _store_backbone_key(store: Any) -> str:
-    from ..keys import backbone_key
+    from featstore.utils.keys import backbone_key
 
     return backbone_key(store.metadata)
 
@@ -180,7 +180,7 @@ class BaseTuner:
         """Fit on features (N, D) or (N, K, D) as numpy or torch with labels ``y``, or on
         an open store (labels from the store). A store whose features do not fit in
         memory is streamed chunk by chunk (``stream="auto"``)."""
-        from .batches import ChunkStream, in_memory_batches, should_stream
+        from featstore.tuners.batches import ChunkStream, in_memory_batches, should_stream
 
         self._validate_params()
         stream = _is_store(X) and should_stream(X, self.stream)
@@ -278,7 +278,7 @@ class BaseTuner:
     def _apply(self, X: Any, fn: Any) -> np.ndarray:
         """``fn`` (tensor -> tensor) over the features of X, chunk by chunk for a store
         that is streamed; returns numpy."""
-        from .batches import iter_store_rows, should_stream
+        from featstore.tuners.batches import iter_store_rows, should_stream
 
         self._check_fitted()
         if _is_store(X) and should_stream(X, self.stream):
@@ -357,7 +357,7 @@ class BaseTuner:
         unpickled); anything else at ``path`` is refused as not a featstore head."""
         from safetensors.torch import load_file
 
-        from . import TUNERS
+        from featstore.tuners import TUNERS
 
         path = Path(path)
 

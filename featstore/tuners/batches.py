@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..errors import DataError
+from featstore.errors import DataError
 
 STREAM_MODES = ("auto", "always", "never")
 
@@ -77,7 +77,7 @@ class ChunkStream:
         self.n = int(self.valid.sum())
 
     def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        from ..store import schema
+        from featstore.store import schema
 
         start, stop = schema.chunk_bounds(index, self.store.n_samples, self.store.chunk_rows)
         keep = self.valid[start:stop]

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
-from .base import INF, Interval, NotFittedError, as_arrays
+from featstore.errors import ConfigError, DataError
+from featstore.tuners.base import INF, Interval, NotFittedError, as_arrays
 
 
 class LogRegBaseline:

@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import INF, BaseTuner, Interval, Options
-from .heads import ACTIVATIONS, TunerMLP
-from .regularizers import (consistency_loss, covariance_and_singular_value_loss, covariance_loss,
+from featstore.tuners.base import INF, BaseTuner, Interval, Options
+from featstore.tuners.heads import ACTIVATIONS, TunerMLP
+from featstore.tuners.regularizers import (consistency_loss, covariance_and_singular_value_loss, covariance_loss,
                            singular_value_loss)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from featstore import keys
+from featstore.utils import keys
 from featstore.backbones import Backbone, create_backbone
 from featstore.data import load_dataset
 from featstore.errors import BackboneError

@@ -370,7 +370,7 @@ def test_a_refused_pack_does_not_create_the_root(made, area, runner):
 
 
 def test_too_many_members_are_refused(made, area, runner, monkeypatch):
-    monkeypatch.setattr(importlib.import_module("featstore.sharing.packcheck"), "MAX_MEMBERS",
+    monkeypatch.setattr(importlib.import_module("featstore.workflows.sharing.packcheck"), "MAX_MEMBERS",
                         10)  # the genuine pack has 15
     before = snapshot(area["tmp"])
     assert_user_error(runner.invoke(cli, ["unpack", str(made.pack), str(area["dst"])]),
@@ -599,7 +599,7 @@ def _slow_reads(monkeypatch, seconds: float) -> None:
 
 
 def _short_leases(monkeypatch, seconds: float) -> None:
-    packmod = importlib.import_module("featstore.sharing.pack")
+    packmod = importlib.import_module("featstore.workflows.sharing.pack")
     class Short(packmod.Lease):
         def __init__(self, root, key, **kw):
             super().__init__(root, key, seconds=seconds)

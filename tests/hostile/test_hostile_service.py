@@ -22,10 +22,10 @@ import pytest
 
 from featstore.errors import ConfigError
 from featstore.extract.config import ExtractConfig
-from featstore.service import client
-from featstore.service.errors import JobFailedError, PathNotAllowedError
-from featstore.service.queue import JobQueue
-from featstore.service.requests import JobRequest, expand, parse_limits
+from featstore.workflows.service import client
+from featstore.workflows.service.errors import JobFailedError, PathNotAllowedError
+from featstore.workflows.service.queue import JobQueue
+from featstore.workflows.service.requests import JobRequest, expand, parse_limits
 from featstore_cli.main import cli
 
 from helpers import assert_unchanged, assert_user_error, snapshot

@@ -1,0 +1,1 @@
+"""Infrastructure shared by every layer: content keys, devices, YAML files, validation."""

@@ -1,0 +1,357 @@
+"""Supervised pre-training of a timm model on (possibly noisy) labels, CPU-friendly.
+
+Images are decoded and resized once into a uint8 tensor; each epoch draws its order
+and its augmentation (random crop with padding, horizontal flip) from a generator
+seeded by (seed, epoch), so a run resumed from an epoch checkpoint continues exactly as
+an uninterrupted one. A clean validation split (its labels never corrupted) is carved
+from the training data before the noise is applied.
+
+Outputs in ``out``: ``model.safetensors`` + ``model.json`` (the model card, which
+`featstore extract --weights out/model.safetensors` reads) and, while training,
+``checkpoint.safetensors`` (weights, optimizer state and progress in one file, replaced
+atomically after each epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from featstore.utils import keys
+from featstore.utils.devices import resolve_device
+from featstore.errors import ConfigError, DataError
+from featstore.backbones.card import CARD_FORMAT
+
+# options that determine the weights: a checkpoint made with other values is refused
+DETERMINING = ("model", "dataset", "split", "limit", "noise", "noise_kind", "noise_seed", "epochs",
+               "batch_size", "lr", "weight_decay", "optimizer", "image_size", "val_fraction",
+               "seed", "augment")
+
+
+@dataclass
+class PretrainConfig:
+    model: str = "timm:resnet10t"       # a timm architecture, trained from scratch
+    dataset: str = "fashion-mnist"      # built-in name or path (labelled)
+    split: str = "train"
+    out: str = "pretrained"
+    limit: int | None = None            # seeded subset of the split
+    noise: float = 0.0                  # label-noise ratio on the training part
+    noise_kind: str = "symmetric"
+    noise_seed: int | None = None       # default: seed
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 1e-2
+    weight_decay: float = 0.05
+    optimizer: str = "adamw"            # adamw | sgd (momentum 0.9, nesterov)
+    image_size: int = 32
+    val_fraction: float = 0.1
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int | None = None
+
+    def validate(self) -> None:
+        from featstore.data.noise import KINDS, check_ratio
+
+        def bad(name: str, rule: str) -> ConfigError:
+            return ConfigError(f"The '{name}' option of pretrain must be {rule}. "
+                               f"Got {getattr(self, name)!r} instead.")
+
+        if not self.model.startswith("timm:"):
+            raise ConfigError(f"pretrain trains timm architectures: --model timm:NAME. Got {self.model!r}.")
+        check_ratio(self.noise)
+        if self.noise_kind not in KINDS:
+            raise bad("noise_kind", f"one of {', '.join(KINDS)}")
+        for name in ("epochs", "batch_size", "image_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise bad(name, "an int in [1, inf)")
+        if not self.lr > 0:
+            raise bad("lr", "a float in (0, inf)")
+        if not 0 < self.val_fraction < 1:
+            raise bad("val_fraction", "a float in (0, 1)")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise bad("optimizer", "'adamw' or 'sgd'")
+
+    def determining(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["noise_seed"] = self.seed if self.noise_seed is None else self.noise_seed
+        return {k: d[k] for k in DETERMINING}
+
+
+# -- data ----------------------------------------------------------------------------------
+def _load_images(cfg: PretrainConfig, mean: tuple, std: tuple) -> dict[str, Any]:
+    from PIL import Image
+
+    from featstore.data import load_dataset
+    from featstore.data.splits import stratified_split
+
+    samples = load_dataset(cfg.dataset, cfg.split, limit=cfg.limit, seed=cfg.seed)
+    if samples.modality != "image":
+        raise DataError(f"pretrain needs an image data set; {cfg.dataset} holds {samples.modality}.")
+    if samples.labels is None or samples.task != "classification":
+        raise DataError(f"pretrain needs class labels; {cfg.dataset}/{cfg.split} has none.")
+    y = np.asarray(samples.labels)
+    if len(np.unique(y)) < 2:
+        raise DataError(f"{cfg.dataset}/{cfg.split} has one class; supervised pre-training needs ≥ 2.")
+    size = cfg.image_size
+    x = np.empty((len(samples), size, size, 3), np.uint8)
+    for i in range(len(samples)):
+        img = samples.load(i)
+        x[i] = np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
+    parts = stratified_split(y, cfg.val_fraction, cfg.seed)
+    train_idx, val_idx = parts["train"], parts["test"]
+    if len(val_idx) == 0 or len(train_idx) < 2:
+        raise DataError(f"--val-fraction {cfg.val_fraction} of {len(y)} samples leaves "
+                        f"{len(val_idx)} for the clean validation split and {len(train_idx)} "
+                        "for training; use more samples or a larger --val-fraction.")
+    return {"x": torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), "y": y,
+            "train": np.sort(train_idx), "val": np.sort(val_idx),
+            "classes": samples.classes or [str(c) for c in np.unique(y).tolist()],
+            "fingerprint": samples.fingerprint(), "name": samples.name,
+            "mean": torch.tensor(mean).view(1, 3, 1, 1), "std": torch.tensor(std).view(1, 3, 1, 1)}
+
+
+def _normalize(xb: torch.Tensor, data: dict[str, Any]) -> torch.Tensor:
+    return (xb.float() / 255 - data["mean"]) / data["std"]
+
+
+def _augment(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding of size/8 and a horizontal flip, per sample."""
+    n, _, h, w = xb.shape
+    pad = max(1, h // 8)
+    padded = nn.functional.pad(xb, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    flip = torch.rand(n, generator=gen) < 0.5
+    out = torch.empty_like(xb)
+    for i in range(n):
+        crop = padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
+        out[i] = crop.flip(-1) if flip[i] else crop
+    return out
+
+
+# -- checkpoint ----------------------------------------------------------------------------
+def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
+                     state: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_sd = opt.state_dict()
+    plain: dict[str, dict[str, Any]] = {}
+    for pid, st in opt_sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                plain.setdefault(str(pid), {})[k] = v
+    meta = {"state": json.dumps(state), "param_groups": json.dumps(opt_sd["param_groups"]),
+            "opt_plain": json.dumps(plain)}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)  # one file, replaced atomically: never half a checkpoint
+
+
+def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    for pid, extra in json.loads(meta["opt_plain"]).items():
+        state.setdefault(int(pid), {}).update(extra)
+    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    return json.loads(meta["state"])
+
+
+# -- training ------------------------------------------------------------------------------
+def _evaluate(model: nn.Module, data: dict[str, Any], idx: np.ndarray, labels: np.ndarray,
+              device: torch.device, batch: int = 512) -> float:
+    model.eval()
+    correct = 0
+    with torch.inference_mode():
+        for s in range(0, len(idx), batch):
+            part = idx[s:s + batch]
+            out = model(_normalize(data["x"][part], data).to(device))
+            correct += int((out.argmax(1).cpu().numpy() == labels[part]).sum())
+    return correct / max(1, len(idx))
+
+
+def pretrain(cfg: PretrainConfig, *, restart: bool = False,
+             on_batch: Callable[[int, int, float], None] | None = None,
+             echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train ``cfg.model`` from scratch; return the model card (also written to
+    ``out/model.json``). A finished run with the same options is returned at once; an
+    interrupted one resumes from its last epoch checkpoint."""
+    import timm
+
+    from featstore.backbones.timm_backbone import _check_name
+    from featstore.data.noise import add_label_noise
+
+    say = echo or (lambda s: None)
+    cfg.validate()
+    name = cfg.model.split(":", 1)[1]
+    _check_name(name)
+    out = Path(cfg.out)
+    weights_path, card_file = out / "model.safetensors", out / "model.json"
+    ckpt_path = out / "checkpoint.safetensors"
+    wanted = cfg.determining()
+    if restart:
+        for p in (weights_path, card_file, ckpt_path):
+            p.unlink(missing_ok=True)
+    if card_file.exists():
+        card = json.loads(card_file.read_text())
+        if card.get("options") != wanted:
+            raise ConfigError(_mismatch(out, card.get("options") or {}, wanted, "finished run"))
+        say(f"cached: {out} already holds these weights (clean val accuracy "
+            f"{card['clean_val_accuracy']:.4f}); --restart retrains")
+        return card
+
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    probe = timm.create_model(name, pretrained=False, num_classes=2)
+    dc = timm.data.resolve_model_data_config(probe)
+    mean, std = tuple(float(v) for v in dc["mean"]), tuple(float(v) for v in dc["std"])
+    data = _load_images(cfg, mean, std)
+    classes = data["classes"]
+    y_clean = data["y"]
+    y_idx = np.unique(y_clean, return_inverse=True)[1].astype(np.int64)
+    train_idx, val_idx = data["train"], data["val"]
+    y_train = y_idx.copy()
+    n_noisy = 0
+    if cfg.noise:
+        noisy, flipped = add_label_noise(y_idx[train_idx], cfg.noise, cfg.noise_kind,
+                                         seed=wanted["noise_seed"])
+        y_train[train_idx] = noisy
+        n_noisy = int(flipped.sum())
+
+    torch.manual_seed(cfg.seed)
+    model = timm.create_model(name, pretrained=False, num_classes=len(classes)).to(device)
+    params = [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
+    opt = (torch.optim.AdamW(params, lr=cfg.lr) if cfg.optimizer == "adamw"
+           else torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True))
+    steps_per_epoch = len(train_idx) // min(cfg.batch_size, len(train_idx))
+    total = cfg.epochs * steps_per_epoch
+    warmup = min(steps_per_epoch, total // 10)
+
+    def lr_at(step: int) -> float:  # linear warm-up, then cosine to 0
+        if step < warmup:
+            return cfg.lr * (step + 1) / warmup
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    start_epoch, history = 0, []
+    out.mkdir(parents=True, exist_ok=True)
+    if ckpt_path.exists():
+        state = json.loads(_peek_state(ckpt_path))
+        if state["options"] != wanted:
+            raise ConfigError(_mismatch(out, state["options"], wanted, "interrupted run"))
+        state = _load_checkpoint(ckpt_path, model, opt)
+        start_epoch, history = state["epoch"], state["history"]
+        say(f"resuming {out} after epoch {start_epoch} of {cfg.epochs}")
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    targets = torch.from_numpy(y_train)
+    t_all = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+        model.train()
+        t0, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
+        bs = min(cfg.batch_size, len(train_idx))
+        for b in range(steps_per_epoch):
+            part = order[b * bs:(b + 1) * bs]
+            xb = data["x"][part]
+            if cfg.augment:
+                xb = _augment(xb, gen)
+            xb, yb = _normalize(xb, data).to(device), targets[part].to(device)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(epoch * steps_per_epoch + b)
+            with torch.autocast(device.type, enabled=use_amp):
+                logits = model(xb)
+                loss = nn.functional.cross_entropy(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            if scaler:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            total_loss += float(loss.detach())
+            correct += int((logits.argmax(1) == yb).sum())
+            seen += len(part)
+            if on_batch:
+                on_batch(epoch, b, float(loss.detach()))
+        val_acc = _evaluate(model, data, val_idx, y_idx, device)
+        history.append({"epoch": epoch + 1, "loss": total_loss / steps_per_epoch,
+                        "train_accuracy_given_labels": correct / max(1, seen),
+                        "clean_val_accuracy": val_acc, "seconds": round(time.perf_counter() - t0, 2)})
+        say(f"epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['loss']:.4f}, clean val accuracy "
+            f"{val_acc:.4f} ({history[-1]['seconds']:.0f} s)")
+        _save_checkpoint(ckpt_path, model, opt, {"epoch": epoch + 1, "history": history,
+                                                 "options": wanted})
+    from safetensors.torch import save_file
+
+    from featstore.backbones import state_dict_sha256
+
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    card = {
+        "format": CARD_FORMAT,
+        "architecture": cfg.model,
+        "num_classes": len(classes), "classes": classes,
+        "dataset": {"name": data["name"], "spec": cfg.dataset, "split": cfg.split,
+                    "fingerprint": data["fingerprint"], "limit": cfg.limit,
+                    "n_train": int(len(train_idx)), "n_val_clean": int(len(val_idx))},
+        "noise": {"kind": cfg.noise_kind if cfg.noise else None, "ratio": cfg.noise,
+                  "seed": wanted["noise_seed"], "n_noisy": n_noisy,
+                  "where": "training labels (validation split kept clean)"},
+        "epochs": cfg.epochs, "seed": cfg.seed,
+        "clean_val_accuracy": history[-1]["clean_val_accuracy"],
+        "preprocessing": {"image_size": cfg.image_size, "crop_pct": 1.0, "mean": list(mean),
+                          "std": list(std), "interpolation": "bilinear"},
+        "weights_sha256": state_dict_sha256(sd),
+        "options": wanted, "history": history,
+        "train_seconds": round(time.perf_counter() - t_all, 1),
+        "versions": keys.library_versions(), "created_at": keys.now_iso(),
+    }
+    tmp = weights_path.with_name(weights_path.name + ".tmp")
+    save_file(sd, str(tmp))
+    os.replace(tmp, weights_path)
+    card_tmp = card_file.with_name(card_file.name + ".tmp")
+    card_tmp.write_text(json.dumps(card, indent=2))
+    os.replace(card_tmp, card_file)  # the card last: weights without a card are unfinished
+    ckpt_path.unlink(missing_ok=True)
+    return card
+
+
+def _peek_state(path: Path) -> str:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata()["state"]
+
+
+def _mismatch(out: Path, had: dict[str, Any], wanted: dict[str, Any], what: str) -> str:
+    diff = {k: (had.get(k), wanted.get(k)) for k in sorted(set(had) | set(wanted))
+            if had.get(k) != wanted.get(k)}
+    shown = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in diff.items())
+    return (f"{out} holds a {what} with other options ({shown}). Rerun with the same options, "
+            "choose another --out, or pass --restart to discard it.")

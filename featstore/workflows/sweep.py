@@ -1,0 +1,259 @@
+"""`featstore sweep`: a grid of tuning runs on cached stores, resumable and parallel.
+
+A run is (train/test/OOD stores, method, hyperparameters, seed). Its id hashes the
+store keys and settings; runs whose id is already in the results file are skipped, so
+an interrupted sweep continues where it stopped. Runs go to worker processes; only
+the main process appends to the results file, one line per finished run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Callable
+
+from featstore.utils import keys
+from featstore.errors import ConfigError
+from featstore.store import open_store
+from featstore.data.outputs import check_output_file
+from featstore.workflows.tuning import METHODS, NOT_USED, check_method_options, check_params, method_params, seed_list, tune
+
+KNOWN = {"results", "jobs", "methods", "seeds", "grid", "params", "workers", "root"}
+JOB_KEYS = {"train", "test", "ood", "name"}
+SELECT_KEYS = {"backbone", "dataset", "split", "root"}
+
+
+def resolve_store(ref: Any, root: str | None, where: str) -> str:
+    """A store reference in a sweep file: a path or ``ROOT/KEY_PREFIX`` as on the command
+    line, or a mapping ``{dataset, split, backbone}`` naming exactly one complete feature
+    set in ``root`` (the sweep's, or the mapping's own)."""
+    from featstore.store.root import Root
+
+    if isinstance(ref, str):
+        return ref
+    if not isinstance(ref, dict) or "dataset" not in ref or set(ref) - SELECT_KEYS:
+        raise ConfigError(f"{where}: a store is a path, ROOT/KEY_PREFIX, or a mapping with keys "
+                          f"dataset, split, backbone (and optional root); got {ref!r}.")
+    where_root = ref.get("root") or root
+    if not where_root:
+        raise ConfigError(f"{where}: {ref!r} selects a store by name but the sweep has no 'root'.")
+    found = [e for e in Root(where_root) if e.complete
+             and e.summary()["dataset"] == ref["dataset"]
+             and (ref.get("split") is None or e.summary()["split"] == ref["split"])
+             and (ref.get("backbone") is None or e.summary()["backbone"] == ref["backbone"])]
+    if len(found) != 1:
+        listing = "; ".join(f"{e.key[:12]} {e.summary()['backbone']} {e.summary()['dataset']}/"
+                            f"{e.summary()['split']}" for e in found[:5])
+        raise ConfigError(f"{where}: {ref!r} matches {len(found)} complete feature sets in "
+                          f"{where_root}{': ' + listing if found else ''}; it must match exactly "
+                          f"one (add backbone or split, or give a key). `featstore ls "
+                          f"{where_root}` lists them.")
+    return str(found[0].path)
+
+
+def load_sweep(path: str | Path) -> dict[str, Any]:
+    """A sweep file, every value checked before any store is read or any run starts."""
+    from featstore.utils.yaml_files import read_mapping
+
+    cfg = read_mapping(path, "sweep file", "'methods: [lp, nmtune]'")
+    unknown = sorted(set(cfg) - KNOWN)
+    if unknown:
+        raise ConfigError(f"Unknown keys {unknown} in sweep file {path}. Known keys: {sorted(KNOWN)}.")
+    for need in ("results", "jobs", "methods"):
+        if need not in cfg:
+            raise ConfigError(f"Sweep file {path} needs '{need}'.")
+    if not isinstance(cfg["results"], str) or not cfg["results"].strip():
+        raise ConfigError(f"'results' in {path} must be a file path (JSON lines are appended "
+                          f"to it); got {cfg['results']!r}.")
+    check_output_file(cfg["results"], f"'results' in {path}:")
+    _check_jobs(cfg["jobs"], path)
+    if isinstance(cfg["methods"], str):
+        cfg["methods"] = [cfg["methods"]]
+    methods = cfg["methods"]
+    if not isinstance(methods, list) or not methods:
+        raise ConfigError(f"'methods' in {path} must be a non-empty list, e.g. [lp, nmtune]; "
+                          f"got {methods!r}.")
+    for m in methods:
+        if m not in METHODS:
+            raise ConfigError(f"Unknown method {m!r} in {path}; expected one of {', '.join(METHODS)}.")
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"'methods' in {path} lists a method twice: {methods}.")
+    try:
+        seed_list(cfg.get("seeds", 3))
+    except ConfigError:
+        raise ConfigError(f"'seeds' in {path} must be a number of seeds (an int >= 1) or a "
+                          f"non-empty list of ints >= 0; got {cfg.get('seeds')!r}.") from None
+    workers = cfg.get("workers")
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool)
+                                or workers < 1):
+        raise ConfigError(f"'workers' in {path} must be an int >= 1 (worker processes); got "
+                          f"{workers!r}.")
+    if cfg.get("root") is not None and not isinstance(cfg["root"], str):
+        raise ConfigError(f"'root' in {path} must be a folder or URL; got {cfg['root']!r}.")
+    _check_params(cfg, path)
+    return cfg
+
+
+def _check_jobs(jobs: Any, path: str | Path) -> None:
+    if not isinstance(jobs, list) or not jobs:
+        raise ConfigError(f"'jobs' in {path} must be a non-empty list of jobs, each with train "
+                          f"and test stores (and optional ood, name); got {jobs!r}.")
+    for job in jobs:
+        keys_ = sorted(map(str, job)) if isinstance(job, dict) else repr(job)
+        if not isinstance(job, dict) or set(job) - JOB_KEYS or "train" not in job or "test" not in job:
+            raise ConfigError(f"Each job in {path} needs train and test (and optional ood, name); "
+                              f"got {keys_}.")
+        if not isinstance(job.get("ood", []), list):
+            raise ConfigError(f"'ood' of a job in {path} must be a list of stores; got "
+                              f"{job['ood']!r}.")
+
+
+def _grid(cfg: dict[str, Any], method: str) -> dict[str, list[Any]]:
+    """The grid of ``method``: each parameter's values as a list."""
+    grid = (cfg.get("grid") or {}).get(method) or {}
+    return {n: v if isinstance(v, list) else [v]
+            for n, v in sorted(grid.items(), key=lambda kv: str(kv[0]))}
+
+
+def _common(cfg: dict[str, Any], method: str) -> dict[str, Any]:
+    """The shared ``params`` that ``method`` takes (the others are for other methods)."""
+    names = method_params(method)
+    return {k: v for k, v in (cfg.get("params") or {}).items() if k in names}
+
+
+def _harmless(method: str, name: str, value: Any) -> bool:
+    """``name: value`` is an option ``method`` does not use, at a harmless value."""
+    harmless = NOT_USED.get(method, {}).get(name, ((), ""))[0]
+    return isinstance(value, str) and value.strip().lower() in harmless
+
+
+def _check_params(cfg: dict[str, Any], path: str | Path) -> None:
+    """``params`` and ``grid``: shapes, names that apply, and every grid point's values."""
+    methods, params, grid = cfg["methods"], cfg.get("params") or {}, cfg.get("grid") or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"'params' in {path} must be a mapping, e.g. {{epochs: 30}}; got {params!r}.")
+    taken = set().union(*(method_params(m) for m in methods))
+    unused = sorted(str(k) for k, v in params.items()
+                    if k not in taken and not all(_harmless(m, k, v) for m in methods))
+    if unused:
+        raise ConfigError(f"'params' in {path} has {unused}, which none of the methods "
+                          f"{methods} takes; their parameters are {', '.join(sorted(taken))}.")
+    if not isinstance(grid, dict):
+        raise ConfigError(f"'grid' in {path} must map a method to its parameters' values, e.g. "
+                          f"{{nmtune: {{lambda_svd: [0.0, 0.01]}}}}; got {grid!r}.")
+    for method, values in grid.items():
+        if method not in methods:
+            raise ConfigError(f"'grid' in {path} has {method!r}, which is not in methods "
+                              f"{methods}; add it there or remove its grid.")
+        if not isinstance(values, dict):
+            raise ConfigError(f"'grid: {method}' in {path} must map parameters to lists of "
+                              f"values, e.g. {{lr: [0.001, 0.01]}}; got {values!r}.")
+        empty = sorted(str(n) for n, v in values.items() if v == [])
+        if empty:
+            raise ConfigError(f"'grid: {method}' in {path} gives no values for {empty}: the "
+                              "grid would have no runs.")
+    for method in methods:
+        grid_m = _grid(cfg, method)
+        for point in itertools.product(*grid_m.values()):
+            given = {**_common(cfg, method), **dict(zip(grid_m, point))}
+            try:
+                check_params(method, check_method_options(method, given))
+            except ConfigError as err:
+                raise ConfigError(f"{path}, method {method}: {err}") from None
+
+
+def expand(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every run of the grid, each with its id."""
+    seeds = seed_list(cfg.get("seeds", 3))
+    runs = []
+    for i, job in enumerate(cfg["jobs"]):
+        where = f"sweep job {i + 1}" + (f" ({job['name']})" if job.get("name") else "")
+        job = {**job, **{k: resolve_store(job[k], cfg.get("root"), where) for k in ("train", "test")},
+               "ood": [resolve_store(o, cfg.get("root"), where) for o in job.get("ood", [])]}
+        stores = [job["train"], job["test"], *job["ood"]]
+        store_keys = []
+        for s in stores:
+            with open_store(s) as fs:
+                store_keys.append(fs.key)
+        for method in cfg["methods"]:
+            grid = _grid(cfg, method)
+            for values in itertools.product(*grid.values()):
+                # shared params the method takes, then its grid point (harmless options
+                # of a method that does not use them dropped, as `tune` does)
+                params = check_method_options(method, {**_common(cfg, method),
+                                                       **dict(zip(grid, values))})
+                for seed in seeds:
+                    ident = keys.content_key({"stores": store_keys, "method": method,
+                                              "params": params, "seed": seed})
+                    runs.append({"id": ident, "train": job["train"], "test": job["test"],
+                                 "ood": list(job.get("ood", [])), "method": method,
+                                 "params": params, "seed": seed})
+    return runs
+
+
+def done_ids(results: Path) -> set[str]:
+    if not results.exists():
+        return set()
+    out = set()
+    for line in results.read_text().splitlines():
+        if line.strip():
+            try:
+                out.add(json.loads(line).get("run_id"))
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill: that run is simply redone
+    return out
+
+
+def _run_one(run: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker process
+    rec = tune(run["train"], run["test"], run["ood"], run["method"], seeds=[run["seed"]],
+               params=dict(run["params"]))
+    rec["run_id"] = run["id"]
+    return rec
+
+
+def forward_passes_avoided(rec: dict[str, Any]) -> int:
+    """Backbone passes a pipeline without the cache would need for this run: one per
+    training sample per epoch, plus one per evaluated sample."""
+    epochs = rec["runs"][0]["params"].get("epochs", 1)
+    return int(epochs * rec["n_train"] + sum(rec["n_eval"].values()))
+
+
+def sweep(cfg: dict[str, Any], *, on_done: Callable[[dict[str, Any], int, int], None] | None = None
+          ) -> dict[str, Any]:
+    results = Path(cfg["results"])
+    runs = expand(cfg)
+    done = done_ids(results)
+    todo = [r for r in runs if r["id"] not in done]
+    workers = int(cfg.get("workers") or min(len(todo), os.cpu_count() or 1) or 1)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    avoided, finished = 0, 0
+    if todo:
+        # spawn, not fork: the parent runs zarr's I/O thread, and fork copies no threads
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool, \
+                open(results, "a") as out:
+            futures = [pool.submit(_run_one, r) for r in todo]
+            try:
+                for fut in as_completed(futures):
+                    rec = fut.result()
+                    out.write(json.dumps(rec, default=str) + "\n")
+                    out.flush()
+                    finished += 1
+                    avoided += forward_passes_avoided(rec)
+                    if on_done:
+                        on_done(rec, finished, len(todo))
+            except BaseException:
+                # A failed run (or ^C) stops the sweep: runs not started are cancelled
+                # rather than computed and dropped; finished ones are in the results.
+                for fut in futures:
+                    fut.cancel()
+                raise
+    return {"runs": len(runs), "skipped": len(runs) - len(todo), "ran": finished,
+            "workers": workers, "forward_passes_avoided": avoided, "results": str(results)}

@@ -1,0 +1,317 @@
+"""`featstore tune`: train a tuner on one store over seeds; evaluate ID and OOD stores."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featstore.utils import keys
+from featstore.errors import ConfigError, DataError
+from featstore.analysis.spectrum import spectrum_of_blocks
+from featstore.data.outputs import check_output_dir, check_output_file
+from featstore.store import open_store
+from featstore.tuners.metrics import classification_metrics, regression_metrics
+
+METHODS = ("lp", "mlp", "nmtune", "nmtune-authors", "logreg")
+
+#: Options a method has no use for: the values that are harmless to pass anyway (they
+#: ask for what the method does regardless, so a loop over methods with the same flags
+#: runs), and why any other value is refused (it would silently change nothing the
+#: user asked for). Options of a method not listed here are its own.
+NOT_USED: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
+    "logreg": {
+        "device": (("auto", "cpu"), "logreg runs on the CPU (scikit-learn) and would not use "
+                   "the GPU. Pass --device cpu or auto (accepted by every method), or train "
+                   "lp/mlp/nmtune on the GPU"),
+        "stream": (("auto", "never"), "logreg always loads the features into memory; it "
+                   "cannot stream them. Pass --stream auto or never, or use lp/mlp/nmtune"),
+        "epochs": ((), "logreg fits L-BFGS to convergence and picks C on a validation split, "
+                   "so it has no epochs. Leave --epochs out for logreg"),
+        "lr": ((), "logreg (L-BFGS) has no learning rate. Leave --lr out for logreg"),
+        "batch_size": ((), "logreg is full-batch. Leave --batch-size out for logreg"),
+    },
+}
+#: What ``NMTune.authors_variant`` fixes: not parameters of ``nmtune-authors``.
+AUTHORS_FIXED = {"lambda_mse", "lambda_cov", "lambda_svd", "svd_top_k", "hidden", "batchnorm",
+                 "residual"}
+#: Parameters of ``tune`` itself (label noise), taken by every method.
+TUNE_PARAMS = {"train_noise", "noise_kind"}
+
+
+def make_tuner(method: str, dim: int, seed: int, params: dict[str, Any]) -> Any:
+    from featstore.tuners.logreg import LogRegBaseline
+    from featstore.tuners.models import LinearProbe, MLPTuner, NMTune
+
+    if method == "lp":
+        return LinearProbe(random_state=seed, **params)
+    if method == "mlp":
+        return MLPTuner(random_state=seed, **params)
+    if method == "nmtune":
+        return NMTune(random_state=seed, **params)
+    if method == "nmtune-authors":
+        return NMTune.authors_variant(dim, random_state=seed, **params)
+    if method == "logreg":
+        return LogRegBaseline(random_state=seed, **params)
+    raise ConfigError(f"The 'method' option of tune must be one of {', '.join(METHODS)}. "
+                      f"Got {method!r} instead.")
+
+
+def method_params(method: str) -> set[str]:
+    """The parameter names ``method`` takes (``random_state`` is the seed, set by tune)."""
+    from featstore.tuners import SHORT_NAMES, NMTune
+
+    if method == "logreg":
+        names = {"Cs", "val_fraction", "max_iter"}
+    elif method == "nmtune-authors":
+        names = set(NMTune._param_names()) - AUTHORS_FIXED
+    else:
+        names = set(SHORT_NAMES[method]._param_names())
+    return (names - {"random_state"}) | TUNE_PARAMS
+
+
+def check_method_options(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` for ``method``: harmless values of options it does not use are dropped
+    (see ``NOT_USED``); other values of them, and unknown names, are refused."""
+    if method not in METHODS:
+        make_tuner(method, 0, 0, {})  # the error that lists the methods
+    rules, out = NOT_USED.get(method, {}), {}
+    for name, value in params.items():
+        if name not in rules:
+            out[name] = value
+            continue
+        harmless, why = rules[name]
+        if not (isinstance(value, str) and value.strip().lower() in harmless):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} {value} does not apply to --method {method}: {why}.")
+    unknown = sorted(map(str, set(out) - method_params(method)))
+    if unknown:
+        raise ConfigError(f"--method {method} has no parameter(s) {unknown}; its parameters are "
+                          f"{', '.join(sorted(method_params(method)))}.")
+    return out
+
+
+def check_params(method: str, params: dict[str, Any]) -> None:
+    """Refuse bad hyperparameter values before any store is read, by the tuner's rules."""
+    tuner_params = {k: v for k, v in params.items() if k not in TUNE_PARAMS}
+    make_tuner(method, 1, 0, tuner_params)._validate_params()
+
+
+def seed_list(seeds: Any) -> list[int]:
+    """``seeds``: a count (>= 1) or a non-empty list of seeds (ints >= 0)."""
+    def bad() -> ConfigError:
+        return ConfigError("The 'seeds' option of tune must be a number of seeds (an int >= 1) "
+                           f"or a non-empty list of seeds (ints >= 0). Got {seeds!r} instead.")
+
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise bad()
+        return list(range(seeds))
+    if not isinstance(seeds, (list, tuple)) or not seeds or any(
+            not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
+        raise bad()
+    return list(seeds)
+
+
+def _finite_labels(fs: Any, y: np.ndarray, valid: np.ndarray, path: str) -> None:
+    """A store written before targets were checked may hold NaN/inf: refuse it by name."""
+    if y.dtype.kind != "f":
+        return
+    bad = np.flatnonzero(~np.isfinite(y))
+    if len(bad):
+        sid = str(fs.sample_ids[valid][bad[0]])
+        raise DataError(f"{path}: the regression target of sample id {sid!r} is not finite "
+                        f"({y[bad[0]]}; {len(bad)} sample(s) in all), so training would report NaN. "
+                        "Fix the labels and extract again (featstore now refuses such data).")
+
+
+def _load(path: str, stream: str = "auto") -> dict[str, Any]:
+    """A labelled store's metadata and labels; its features too, unless they are to be
+    streamed (then ``X`` is None and the tuner reads the store chunk by chunk)."""
+    from featstore.tuners.batches import should_stream
+
+    with open_store(path) as fs:
+        if fs.labels is None:
+            raise DataError(f"{path} has no labels: tuning needs a labelled split.")
+        valid = fs.valid
+        if not valid.any():
+            raise DataError(f"{path} has no valid samples (n={fs.n_samples}); extract a "
+                            "non-empty split.")
+        _finite_labels(fs, fs.labels[valid], valid, path)
+        streamed = should_stream(fs, stream)
+        X = None if streamed else fs.load_features(dtype=np.float32)[valid]
+        meta = fs.metadata
+        return {"path": str(fs.path), "key": fs.key, "X": X, "y": fs.labels[valid],
+                "classes": fs.classes, "task": fs.task, "streamed": streamed, "dim": fs.n_features,
+                "backbone": keys.backbone_key(meta), "backbone_id": meta["backbone"].get("id"),
+                "name": f"{meta['dataset']['name']}/{meta['dataset']['split']}",
+                "pretraining_noise": (meta["backbone"].get("model_card") or {}).get("noise")}
+
+
+def _with_features(s: dict[str, Any], fn: Any) -> Any:
+    """``fn(features)``: the array in memory, or the open store when streamed."""
+    if s["X"] is not None:
+        return fn(s["X"])
+    with open_store(s["path"]) as fs:
+        return fn(fs)
+
+
+def _z_spectrum(est: Any, s: dict[str, Any]) -> Any:
+    """SVE/LSVR of the tuned features z on a store (LP: the raw ones), row-L2."""
+    from featstore.tuners.batches import iter_store_rows
+
+    def blocks(src: Any) -> Any:
+        rows = iter_store_rows(src) if s["X"] is None else [src]
+        for x in rows:
+            z = est.transform(x)
+            yield z[:, 0] if z.ndim == 3 else z
+
+    return _with_features(s, lambda src: spectrum_of_blocks(blocks(src), "l2"))
+
+
+def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int | list[int] = 3,
+         params: dict[str, Any] | None = None, results: str | None = None,
+         save_heads: str | None = None) -> dict[str, Any]:
+    """Fit ``method`` on ``train`` for each seed; evaluate on ``test`` and each OOD store.
+
+    ``save_heads``: a folder to write each seed's head to (``METHOD-seedK.safetensors``
+    and ``.json``), for ``featstore eval``/``predict`` and spectra of tuned features.
+    """
+    params = dict(params or {})
+    # downstream label noise (paper B.5): on the training labels only, seeded per run
+    train_noise = float(params.pop("train_noise", 0) or 0)
+    noise_kind = params.pop("noise_kind", "symmetric")
+    if train_noise:
+        from featstore.data.noise import KINDS, check_ratio
+
+        check_ratio(train_noise)
+        if noise_kind not in KINDS:
+            raise ConfigError(f"The 'noise_kind' option must be one of {', '.join(KINDS)}. "
+                              f"Got {noise_kind!r} instead.")
+    if save_heads and method == "logreg":
+        raise ConfigError("--save-heads applies to lp, mlp and nmtune heads, not logreg "
+                          "(a scikit-learn model is not saved as a head).")
+    # Everything a user gave is checked before any store is read or any seed trained.
+    params = check_method_options(method, params)
+    check_params(method, params)
+    seeds_run = seed_list(seeds)
+    if results:
+        check_output_file(results, "--results")
+    if save_heads:
+        check_output_dir(save_heads, "--save-heads")
+    stream = params.get("stream", "auto")
+    tr = _load(train, stream)
+    evals = [("id", _load(test, stream))] + [("ood", _load(p, stream)) for p in ood]
+    for _, s in evals:
+        if s["dim"] != tr["dim"]:
+            raise DataError(f"{s['path']} has {s['dim']} features per sample but the training "
+                            f"store {tr['path']} has {tr['dim']}: they come from different "
+                            "backbones or layers. Tune and evaluate on features of one backbone.")
+        if s["backbone"] != tr["backbone"]:
+            raise DataError(f"{s['path']} was extracted with another backbone than {tr['path']} "
+                            f"({s['backbone_id']} vs {tr['backbone_id']}: weights, layer, pooling "
+                            "or preprocessing differ). Tune and evaluate on features of one backbone.")
+        unseen = (set(np.unique(s["y"]).tolist()) - set(np.unique(tr["y"]).tolist())
+                  if tr["task"] != "regression" else set())
+        if unseen:
+            raise DataError(f"{s['path']} has labels {sorted(unseen)[:5]} that the training store "
+                            f"{tr['path']} never has; evaluation needs the same label set.")
+        if tr["classes"] and s["classes"] and list(s["classes"]) != list(tr["classes"]):
+            raise DataError(f"{s['path']} has classes {s['classes'][:5]}... but the training "
+                            f"store has {tr['classes'][:5]}...; OOD evaluation needs the same "
+                            "label set.")
+    runs = []
+    for seed in seeds_run:
+        t0 = time.perf_counter()
+        y_fit, n_noisy = tr["y"], 0
+        if train_noise:
+            if tr["task"] == "regression":
+                raise DataError("--train-noise flips class labels; this training store has "
+                                "regression targets.")
+            from featstore.data.noise import add_label_noise
+
+            y_fit, flipped = add_label_noise(tr["y"], train_noise, noise_kind, seed=seed)
+            n_noisy = int(flipped.sum())
+        est = _with_features(tr, lambda X: make_tuner(method, tr["dim"], seed, params).fit(X, y_fit))
+        fit_s = time.perf_counter() - t0
+        est.backbone_key_ = tr["backbone"]  # fitted on arrays: remember which backbone
+        if save_heads:
+            est.save(Path(save_heads) / f"{method}-seed{seed}")
+        scores = {}
+        for kind, s in evals:
+            name = s["name"] if s["name"] not in scores else f"{s['name']} [{s['key'][:8]}]"
+            pred = _with_features(s, est.predict)
+            m = (classification_metrics(s["y"], pred) if tr["task"] != "regression"
+                 else regression_metrics(s["y"], pred))
+            sp = _z_spectrum(est, s)
+            scores[name] = {"kind": kind, "key": s["key"], **m, "sve": sp.sve, "lsvr": sp.lsvr}
+        runs.append({"seed": seed, "fit_seconds": round(fit_s, 3), "scores": scores,
+                     "train_labels_noisy": n_noisy, "streamed": bool(getattr(est, "streamed_", False)),
+                     "params": {k: v for k, v in est.get_params().items() if k != "random_state"}})
+    summary = _summarize(runs)
+    record = {"method": method, "train": {"name": tr["name"], "key": tr["key"]},
+              "params": params, "seeds": seeds_run,
+              "noise": {"train_noise": train_noise, "kind": noise_kind if train_noise else None,
+                        "pretraining": tr["pretraining_noise"]}, "runs": runs, "summary": summary,
+              "n_train": int(len(tr["y"])), "n_eval": {s["name"]: int(len(s["y"])) for _, s in evals},
+              "versions": keys.library_versions(), "created_at": keys.now_iso()}
+    if results:
+        path = Path(results)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:  # one JSON line per tune call, written after it succeeded
+            f.write(json.dumps(record, default=str) + "\n")
+    return record
+
+
+def _summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name in runs[0]["scores"]:
+        out[name] = {"kind": runs[0]["scores"][name]["kind"]}  # type: ignore[dict-item]
+        for metric, v in runs[0]["scores"][name].items():
+            if isinstance(v, float):
+                vals = np.array([r["scores"][name][metric] for r in runs])
+                out[name][metric] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=0))}
+    return out
+
+
+def evaluate(head: str, stores: list[str]) -> list[dict[str, Any]]:
+    """Metrics of a saved head on labelled stores of the same backbone."""
+    est = load_head(head)
+    out = []
+    for path in stores:
+        with open_store(path) as fs:
+            if fs.labels is None:
+                raise DataError(f"{path} has no labels to evaluate against; use `featstore predict`.")
+            y = fs.labels[fs.valid]
+            pred = est.predict(fs)  # checks that the store's backbone matches the head's
+            name = f"{fs.metadata['dataset']['name']}/{fs.metadata['dataset']['split']}"
+            where = str(fs.path)
+        m = (classification_metrics(y, pred) if est.task_ == "classification"
+             else regression_metrics(y, pred))
+        out.append({"store": where, "name": name, **m})
+    return out
+
+
+def predict(head: str, store: str) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """Sample ids, predictions and (for classifiers) probabilities of a saved head."""
+    est = load_head(head)
+    with open_store(store) as fs:
+        ids = fs.sample_ids[fs.valid].tolist()
+        pred = est.predict(fs)
+        proba = est.predict_proba(fs) if est.task_ == "classification" else None
+    return ids, pred, proba
+
+
+def load_head(head: str) -> Any:
+    from featstore.tuners.base import BaseTuner
+
+    p = Path(head)
+    if p.suffix in (".json", ".safetensors"):  # either file of the pair names the head
+        p = p.with_suffix("")
+    if not p.with_suffix(".json").exists():
+        raise DataError(f"No saved head at {head} (expected {p.with_suffix('.json')} and "
+                        f"{p.with_suffix('.safetensors')}); save heads with `featstore tune --save-heads DIR`.")
+    return BaseTuner.load(p)
