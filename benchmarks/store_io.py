@@ -38,7 +38,7 @@ import h5py
 import numpy as np
 
 from _common import CACHE, load_mnist5k, machine, print_table, sample_set, save
-from featstore.store import create_store, open_store, schema
+from featstore.store import backend_for, create_store, open_store, schema
 from featstore.store.codecs import CODECS, hdf5_options
 
 
@@ -200,7 +200,7 @@ def configs_for(x: np.ndarray, tmp: Path, rows: int, ids: list[str], codecs=CODE
         for codec in codecs:
             target = tmp / f"{codec}{suffix}"
 
-            cfg = Config(fmt, codec, None, None, target, [target, Path(str(target) + ".partial")])
+            cfg = Config(fmt, codec, None, None, target, [target, backend_for(target).working_path(target)])
             cfg.write = (lambda cfg=cfg: cfg.parts.append(featstore_write(cfg.target, x, cfg.codec, rows, ids)))
             cfg.read = (lambda cfg=cfg: featstore_read(cfg.target))
             out.append(cfg)

@@ -42,14 +42,16 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]],
 
 # -- what an extraction job is: shared by `extract` and `submit` ----------------------
 def _job_options() -> list[Any]:
+    from featstore.backbones.registry import spec_forms
+    from featstore.data import PATH_KINDS, list_datasets
+
     o = click.option
     return [
         o("-b", "--backbone", "backbones", multiple=True,
-          help="Backbone spec (repeatable): a built-in name, timm:NAME, hf:PATH, st:PATH, "
-               "openai:MODEL or module:function. See `featstore backbones`."),
+          help=f"Backbone spec (repeatable): {spec_forms()}. See `featstore backbones`."),
         o("-d", "--dataset", "datasets", multiple=True,
-          help="Data set (repeatable): a built-in name, an image folder, a CSV/JSONL/Parquet "
-               "manifest, an IDX or .npz file, or a saved Hugging Face dataset."),
+          help=f"Data set (repeatable): a built-in name ({', '.join(list_datasets())}) or a "
+               f"path: {'; '.join(PATH_KINDS)}. See `featstore datasets`."),
         o("-s", "--split", "splits", multiple=True, help="Split(s) to extract [default: train]."),
         o("--config", "config_file", type=click.Path(dir_okay=False),
           help="YAML file with any of these options (lists for backbones/datasets/splits)."),

@@ -13,12 +13,24 @@ class FeatstoreError(Exception):
     exit_code = 1
 
 
-class StoreNotFoundError(FeatstoreError, FileNotFoundError):
+class NotFoundError(FeatstoreError, FileNotFoundError):
+    """A file, folder or feature set that was named does not exist."""
+
+
+class StoreNotFoundError(NotFoundError):
     """No feature set at the given path or key."""
 
 
-class StoreExistsError(FeatstoreError, FileExistsError):
+class AlreadyExistsError(FeatstoreError, FileExistsError):
+    """Something is already where a new file or folder was to be made."""
+
+
+class StoreExistsError(AlreadyExistsError):
     """A feature set already exists where a new one was to be created."""
+
+
+class AmbiguousKeyError(FeatstoreError, LookupError):
+    """A key prefix names more than one feature set; a longer prefix names one."""
 
 
 class StoreIncompleteError(FeatstoreError, RuntimeError):
@@ -73,9 +85,18 @@ class BackboneError(FeatstoreError, RuntimeError):
     """A backbone could not be built or loaded (bad weights file, wrong architecture)."""
 
 
+class WeightsNotFoundError(NotFoundError, BackboneError):
+    """The weights file given to a backbone (``--weights``) does not exist."""
+
+
 class EmbeddingAPIError(FeatstoreError, ConnectionError):
     """An embeddings HTTP API could not be reached or kept failing after retries."""
 
 
 class ConfigError(FeatstoreError, ValueError):
     """An option or a config file has a bad value or an unknown key."""
+
+
+class OtherRunExistsError(AlreadyExistsError, ConfigError):
+    """An output folder holds a run made with other options (``pretrain --out``): going
+    on would mix the two; the message says how to keep or discard it."""

@@ -13,7 +13,7 @@ import zarr
 
 from featstore_cli.main import COMMANDS, cli
 
-from conftest import tiny_extract_args
+from helpers import tiny_extract_args
 
 
 def test_help_lists_every_command(runner):

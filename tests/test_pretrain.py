@@ -16,7 +16,7 @@ from featstore.errors import BackboneError, ConfigError, DataError
 from featstore.workflows.pretrain import PretrainConfig, pretrain
 from featstore_cli.main import cli
 
-from conftest import make_images, tiny_extract_args
+from helpers import make_images, tiny_extract_args
 
 
 @pytest.fixture

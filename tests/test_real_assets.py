@@ -27,9 +27,10 @@ def _probe_accuracy(train_path: str, test_path: str) -> float:
 @pytest.mark.slow
 def test_lite0_features_are_the_pretrained_ones(tmp_path):
     """On real digits a probe on the pre-trained features clearly beats the same
-    architecture with random weights (measured here: 0.877 vs 0.760)."""
+    architecture with random weights (measured here: 0.860 vs 0.727 on 600 samples of
+    each split; 300 left a margin of only 0.067 on the scikit-learn stratified splits)."""
     common = dict(backbones=["efficientnet-lite0"], datasets=["mnist-5k"], splits=["train", "test"],
-                  image_size=64, limit=300, num_workers=0, progress=False)
+                  image_size=64, limit=600, num_workers=0, progress=False)
     pre = extract(ExtractConfig(root=str(tmp_path / "pre"), **common))
     rand = extract(ExtractConfig(root=str(tmp_path / "rand"), **{**common, "backbones": ["timm:tf_efficientnet_lite0"]},
                                  pretrained=False))
@@ -43,7 +44,7 @@ def test_lite0_features_are_the_pretrained_ones(tmp_path):
 
 
 def test_lite0_classifies_sample_images_as_imagenet_would():
-    """offline-assets.md's sanity check: china.jpg -> palace, flower.jpg -> daisy."""
+    """The weights' sanity check: china.jpg -> palace, flower.jpg -> daisy."""
     from sklearn.datasets import load_sample_image
     from PIL import Image
     import timm.data

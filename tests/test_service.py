@@ -33,7 +33,7 @@ from featstore.workflows.service.tokens import TokenSet, load_tokens
 from featstore.store import open_store
 from featstore_cli.main import cli
 
-from conftest import _free_port, make_images
+from helpers import free_port, make_images
 
 TESTS = Path(__file__).parent
 ALICE = "alice-" + "a1" * 12
@@ -279,7 +279,8 @@ def test_malformed_requests_get_400_413_404_405(shared):
         (dict(body={**good, "root": "/elsewhere"}), "'root' cannot be set in a job"),
         (dict(body={**good, "force": True}), "'force' cannot be set in a job"),
         (dict(body={**good, "batch_size": 0}), "'batch_size' option of extract must be an int"),
-        (dict(body={**good, "image_size": "big"}), "'image_size' option must be an integer"),
+        (dict(body={**good, "image_size": "big"}),
+         "'image_size' option of extract must be an int in [1, 8192] or None"),
         (dict(body={**good, "dataset": str(s.folder / "no-such.npz")}), "does not exist in"),
         (dict(body={**good, "backbone": "no_such_module_xyz:make"}), "--allow-plugin"),
         (dict(body={**good, "backbone": "os:abort"}), "plugins run code on the server"),
@@ -302,7 +303,10 @@ def test_malformed_requests_get_400_413_404_405(shared):
 
 
 # -- limits and a clean stop -------------------------------------------------------------
-def test_queue_full_503_per_token_429_and_clean_stop(tmp_path):
+def test_queue_full_503_per_token_429_and_clean_stop(tmp_path, monkeypatch):
+    # The service asks for a retry after 5 s; over the client's bound, so it does not
+    # wait (test_client_retries_busy_answers_as_retry_after_says covers the waiting).
+    monkeypatch.setattr(client, "MAX_RETRY_AFTER", 1.0)
     gate = tmp_path / "gate"
     gate.touch()  # forward passes wait while it exists: jobs stay running / queued
     s = Server(tmp_path / "s", "--max-queue", "3", "--max-per-token", "3", devices="cpu",
@@ -470,7 +474,7 @@ def test_cli_submit_wait_and_jobs(shared, runner):
     # Errors a user can act on.
     res = runner.invoke(cli, ["jobs"], env={**env, "FEATSTORE_TOKEN": "nope-" + "x" * 20})
     assert res.exit_code == 1 and "Set FEATSTORE_TOKEN" in res.output
-    res = runner.invoke(cli, ["jobs", "--server", f"http://127.0.0.1:{_free_port()}"], env=env)
+    res = runner.invoke(cli, ["jobs", "--server", f"http://127.0.0.1:{free_port()}"], env=env)
     assert res.exit_code == 1 and "No featstore service is running" in res.output
     assert "featstore serve" in res.output
     res = runner.invoke(cli, ["jobs"], env={**env, "FEATSTORE_SERVER": None})
@@ -496,7 +500,85 @@ def test_client_function_for_extract_server(shared, monkeypatch):
     with pytest.raises(ConfigError, match="bakcbone"):
         client.submit(s.url, {**options, "bakcbone": "x"}, token=ALICE)
     with pytest.raises(ServiceUnavailableError, match="No featstore service is running"):
-        client.submit(f"127.0.0.1:{_free_port()}", options, token=ALICE)
+        client.submit(f"127.0.0.1:{free_port()}", options, token=ALICE)
+
+
+class ScriptedService:
+    """A stand-in for a busy service on 127.0.0.1: answers ``plan`` in order (status,
+    Retry-After or None), then 200 ``{"status": "ok"}``; counts the requests."""
+
+    def __init__(self, plan: list[tuple[int, str | None]]):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.plan, self.requests = list(plan), 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                outer.requests += 1
+                status, after = outer.plan.pop(0) if outer.plan else (200, None)
+                body = json.dumps({"status": "ok"} if status == 200 else
+                                  {"error": f"busy {status}"}).encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                if after is not None:
+                    self.send_header("Retry-After", after)
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> "ScriptedService":
+        import threading
+
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_client_retries_busy_answers_as_retry_after_says():
+    # 503 and 429 with a short Retry-After: waited for, then the answer.
+    with ScriptedService([(503, "0"), (429, "1")]) as srv:
+        t0 = time.monotonic()
+        assert client.health(srv.url) == {"status": "ok"}
+        assert srv.requests == 3 and time.monotonic() - t0 >= 1.0
+    # A Retry-After longer than the client's bound: not waited for, the error at once.
+    with ScriptedService([(503, "600")]) as srv:
+        t0 = time.monotonic()
+        with pytest.raises(ServiceBusyError, match="is busy: busy 503"):
+            client.health(srv.url)
+        assert srv.requests == 1 and time.monotonic() - t0 < 5
+    # A proxy's 502 without Retry-After: backoff, and at most RETRIES retries.
+    with ScriptedService([(502, None)] * 5) as srv:
+        with pytest.raises(client.ServiceError, match="answered 502: busy 502"):
+            client.health(srv.url)
+        assert srv.requests == 1 + client.RETRIES
+
+
+def test_openapi_schema_describes_the_api(shared):
+    status, schema = shared.request("GET", "/openapi.json", token=None)
+    assert status == 200 and schema["openapi"].startswith("3.")
+    paths = schema["paths"]
+    assert set(paths) == {"/health", "/jobs", "/jobs/{job_id}", "/jobs/{job_id}/log"}
+    assert set(paths["/jobs"]) == {"get", "post"}
+    assert paths["/jobs"]["post"]["security"] == [{"bearer": []}]
+    assert "security" not in paths["/health"]["get"]
+    assert {"401", "403", "408", "411", "413", "429", "503"} <= {
+        str(code) for code in paths["/jobs"]["post"]["responses"]}
+    # The job request is ExtractConfig's options, with this service's bounds.
+    request = schema["components"]["schemas"]["JobRequest"]["properties"]
+    assert "root" not in request and "force" not in request and "backbones" in request
+    assert request["image_size"] == {"type": "integer", "nullable": True, "default": None,
+                                     "minimum": 1, "maximum": 1024}
+    assert request["batch_size"]["maximum"] == 1024 and request["seed"]["minimum"] == 0
 
 
 def test_extract_server_sends_the_work_to_the_service(shared, runner):

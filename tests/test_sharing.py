@@ -22,7 +22,7 @@ from featstore.store import Root, location, open_store
 from featstore.store.lease import Lease, LeaseLostError
 from featstore_cli.main import cli
 
-from conftest import S3_TEST_SECRET
+from helpers import S3_TEST_SECRET
 from sharing_backbone import calls
 
 TESTS = Path(__file__).parent
@@ -561,7 +561,7 @@ def test_pack_unpack_and_ls_mistakes_are_explained(runner, texts, plugin_env, tm
 def test_read_only_s3_credentials_are_explained(texts, plugin_env, runner, tmp_path):
     """A second moto server that enforces IAM: a user allowed to read but not write."""
     import boto3
-    from conftest import start_moto
+    from helpers import start_moto
 
     # The first 5 requests (the set-up below) are let through; IAM is enforced after them.
     server, endpoint = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "5"})

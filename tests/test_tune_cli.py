@@ -9,7 +9,7 @@ import pytest
 
 from featstore_cli.main import cli
 
-from conftest import make_images, tiny_extract_args
+from helpers import make_images, tiny_extract_args
 
 
 @pytest.fixture

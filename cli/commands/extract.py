@@ -68,6 +68,10 @@ def extract(config_file: str | None, as_json: bool, no_progress: bool, random_we
         raise ConfigError("extract needs --dataset (or 'datasets:' in --config). "
                           "See `featstore datasets` for the built-in names.")
     cfg = ExtractConfig.from_dict(data)
+    from featstore.backbones import resolve_backbone
+
+    for spec in cfg.backbones:  # a mistyped spec is reported before any data set is read
+        resolve_backbone(spec)
 
     def report(r: Any) -> None:
         if not as_json:

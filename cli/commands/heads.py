@@ -34,7 +34,7 @@ def predict(head: str, store: str, out: str) -> None:
     import sys
     from pathlib import Path
 
-    from featstore.data.outputs import check_output_file
+    from featstore.utils.outputs import check_output_file
     from featstore.workflows.tuning import predict as run
 
     if out != "-":

@@ -104,7 +104,8 @@ def serve(root: str, devices: str, host: str, port: int, tokens_file: str | None
     worker that dies has its job resumed by another. Ctrl-C stops the workers cleanly.
     """
     from featstore.workflows.service.requests import parse_limits
-    from featstore.workflows.service.server import Service, ServiceConfig, parse_devices
+    from featstore.workflows.service.config import ServiceConfig, parse_devices
+    from featstore.workflows.service.server import Service
     from featstore.workflows.service.tokens import load_tokens, loose_permissions
     from featstore.store.location import check_cli_root
 

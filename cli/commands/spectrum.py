@@ -47,7 +47,7 @@ def spectrum(stores: tuple[str, ...], preprocessing: str, head: str | None, plot
                 from featstore.utils.keys import backbone_key
                 from featstore.tuners.batches import iter_store_rows
 
-                est._check_backbone(backbone_key(fs.metadata))  # refuse another backbone up front
+                est.check_backbone(backbone_key(fs.metadata))  # refuse another backbone up front
                 sp = spectrum_of_blocks((est.transform(x) for x in iter_store_rows(fs)), preprocessing)
             name = f"{fs.metadata['backbone'].get('id')} {fs.metadata['dataset']['name']}/{fs.metadata['dataset']['split']}"
             if est is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from featstore.tuners import list_tuners
 from featstore_cli.options import echo_json, json_option
 
 EXAMPLE = """
@@ -21,6 +22,7 @@ Example sweep.yaml:
 \b
 Run it:  featstore sweep sweep.yaml   (rerun to resume; finished runs are skipped)
 """
+EXAMPLE += f"\b\nmethods: any of {', '.join(list_tuners())}\n"
 
 
 @click.command(epilog=EXAMPLE)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from featstore.tuners import list_tuners, tuner_entries
+from featstore.tuners.registry import option_help
 from featstore_cli.options import echo_json, json_option, table
 
 EXAMPLES = """
@@ -18,16 +20,17 @@ Examples:
 @click.option("--train", required=True, help="Store (path or ROOT/KEY_PREFIX) to train on.")
 @click.option("--test", required=True, help="In-domain test store.")
 @click.option("--ood", multiple=True, help="Out-of-domain store(s) with the same labels (repeatable).")
-@click.option("--method", type=click.Choice(["lp", "mlp", "nmtune", "nmtune-authors", "logreg"]),
-              default="nmtune", show_default=True)
+@click.option("--method", type=click.Choice(list_tuners()), default="nmtune", show_default=True,
+              help="Tuning method: " + "; ".join(f"{e.name} ({e.description})"
+                                                 for e in tuner_entries()) + ".")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Number of seeds (runs 0..N-1).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Training epochs [default: 30; not for logreg].")
+              help=f"Training epochs [default: {option_help('epochs')}].")
 @click.option("--lr", type=float, default=None,
-              help="Learning rate, > 0 [LP 0.01, MLP/NMTune 0.001; not for logreg].")
+              help=f"Learning rate, > 0 [default: {option_help('lr')}].")
 @click.option("--batch-size", type=click.IntRange(min=2), default=None,
-              help="Mini-batch size [default: 64; not for logreg, which is full-batch].")
+              help=f"Mini-batch size [default: {option_help('batch_size')}].")
 @click.option("--device", default=None,
               help="auto, cpu, cuda or cuda:N [default: auto]; logreg takes auto or cpu only "
                    "(it runs on the CPU).")
@@ -41,7 +44,8 @@ Examples:
 @click.option("--results", default=None,
               help="Append one JSON line per call to this file (checked before training).")
 @click.option("--save-heads", default=None,
-              help="Folder to save each seed's head in (for eval/predict; not for logreg).")
+              help="Folder to save each seed's head in (for eval/predict; not for "
+                   f"{', '.join(e.name for e in tuner_entries() if not e.saves_heads)}).")
 @json_option
 def tune(train: str, test: str, ood: tuple[str, ...], method: str, seeds: int, epochs: int | None,
          lr: float | None, batch_size: int | None, device: str | None, stream: str | None,

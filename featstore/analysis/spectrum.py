@@ -14,7 +14,7 @@ import numpy as np
 
 from featstore.errors import ConfigError, DataError
 
-#: How rows are preprocessed before the spectrum (method.md §1); recorded with results.
+#: How rows are preprocessed before the spectrum (docs/tune.md); recorded with results.
 PREPROCESSING = ("l2", "none", "center", "l2-rowmean")
 
 

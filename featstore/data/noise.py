@@ -1,4 +1,4 @@
-"""Label noise and caption noise, seeded and exact (method.md §4).
+"""Label noise and caption noise, seeded and exact (docs/noise.md: the kinds of noise).
 
 * ``symmetric``: exactly ``round(r·N)`` samples get a label drawn uniformly from the
   *other* classes, so exactly that many labels are wrong (the paper's definition).
@@ -19,15 +19,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from featstore.errors import ConfigError, DataError
+from featstore.utils.validation import Interval, Options, check, invalid
 
 KINDS = ("symmetric", "symmetric-all", "pairflip")
 ALL_KINDS = KINDS + ("caption-swap",)
+#: A noise ratio: the share of samples whose label changes (1 would leave no clean one).
+RATIO = Interval(float, 0, 1, "left")
 
 
 def check_ratio(ratio: Any) -> float:
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
-        raise ConfigError(f"The 'ratio' parameter must be a float in [0, 1). Got {ratio!r} instead.")
-    return float(ratio)
+    return float(check("ratio", ratio, RATIO, noun="parameter"))
 
 
 def _classes(labels: np.ndarray) -> np.ndarray:
@@ -135,7 +136,7 @@ def add_label_noise(labels: Sequence[Any], ratio: float, kind: str = "symmetric"
         return symmetric_all(labels, ratio, seed=seed)
     if kind == "pairflip":
         return pairflip(labels, ratio, seed=seed, transition=transition)
-    raise ConfigError(f"The 'kind' parameter must be one of {', '.join(KINDS)}. Got {kind!r} instead.")
+    raise invalid("kind", kind, Options(*KINDS), noun="parameter")
 
 
 def parse_transition(text: str | None) -> dict[str, str] | None:

@@ -10,32 +10,34 @@ from typing import Any
 import numpy as np
 
 from featstore.utils import keys
-from featstore.errors import ConfigError, DataError
+from featstore.errors import ConfigError, DataError, NotFoundError
 from featstore.data.noise import ALL_KINDS, add_label_noise, caption_swap, check_ratio
-from featstore.data.outputs import check_output_file
+from featstore.utils.outputs import check_output_file
+from featstore.utils.atomic import atomic_open, atomic_write
+from featstore.utils.validation import INF, Interval, Options, check
 from featstore.data.sources import IMAGE_COLUMNS, MANIFEST_SUFFIXES, TEXT_COLUMNS
 from featstore.data.tables import check_encoding, read_rows
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The manifest, whole or not at all: never a half-written one under its name."""
     suffix = path.suffix.lower()
-    tmp = path.with_name(path.name + ".partial")
     if suffix in (".csv", ".tsv"):
         import csv
 
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        with atomic_open(path, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t" if suffix == ".tsv" else ",")
             w.writeheader()
             w.writerows(rows)
     elif suffix == ".jsonl":
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_open(path, "w", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r, default=str) + "\n")
     else:
         import pandas as pd
 
-        pd.DataFrame(rows).to_parquet(tmp, index=False)
-    tmp.replace(path)  # never a half-written manifest under the final name
+        with atomic_open(path, "wb") as f:
+            pd.DataFrame(rows).to_parquet(f, index=False)
 
 
 def _float_strings(values: list[Any]) -> bool:
@@ -60,13 +62,10 @@ def write_noisy_manifest(src: str | Path, out: str | Path, *, ratio: float,
     always UTF-8. Returns the provenance record."""
     src, out = Path(src), Path(out)
     check_ratio(ratio)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"The 'seed' parameter must be an int >= 0. Got {seed!r} instead.")
-    if kind not in ALL_KINDS:
-        raise ConfigError(f"The 'kind' parameter must be one of {', '.join(ALL_KINDS)}. "
-                          f"Got {kind!r} instead.")
+    check("seed", seed, Interval(int, 0, INF, "left"), noun="parameter")
+    check("kind", kind, Options(*ALL_KINDS), noun="parameter")
     if not src.is_file():
-        raise DataError(f"No manifest at {src}: expected a {'/'.join(MANIFEST_SUFFIXES)} file.")
+        raise NotFoundError(f"No manifest at {src}: expected a {'/'.join(MANIFEST_SUFFIXES)} file.")
     if src.suffix.lower() not in MANIFEST_SUFFIXES or out.suffix.lower() not in MANIFEST_SUFFIXES:
         raise DataError(f"Manifests are {', '.join(MANIFEST_SUFFIXES)} files; got {src.name} -> {out.name}.")
     if out.resolve() == src.resolve():
@@ -139,5 +138,5 @@ def write_noisy_manifest(src: str | Path, out: str | Path, *, ratio: float,
               "n": len(rows), "n_target": len(target), "n_noisy": int(changed.sum()),
               "noisy_fraction": float(changed.mean()), "created_at": keys.now_iso(),
               "featstore": keys.library_versions().get("featstore")}
-    Path(str(out) + ".noise.json").write_text(json.dumps(record, indent=2))
+    atomic_write(Path(str(out) + ".noise.json"), json.dumps(record, indent=2))
     return record

@@ -1,4 +1,5 @@
-"""Seeded, stratified train/test splits for data sets that ship without one."""
+"""Seeded, stratified train/test splits for data sets that ship without one, and
+seeded subsets (``--limit``)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,32 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0
                      ) -> dict[str, np.ndarray]:
     """Indices of ``train``, ``test`` and ``all``; each class split in the same proportion.
 
-    Deterministic for a seed; indices are returned sorted (original order kept).
+    The test part holds round(test_fraction * N_c) samples of each class c in total
+    (the same sizes whatever the seed), drawn by scikit-learn's stratified shuffle
+    split (``train_test_split(stratify=labels)``). Deterministic for a seed; indices
+    are returned sorted (original order kept). A fraction too small to put one sample
+    in the test part gives an empty one; a split scikit-learn cannot stratify (a class
+    with one sample, fewer test or train samples than classes) is a :class:`DataError`.
     """
-    rng = np.random.default_rng(seed)
-    test: list[int] = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        rng.shuffle(idx)
-        test += idx[: int(round(len(idx) * test_fraction))].tolist()
-    test_idx = np.sort(np.array(test, dtype=np.int64))
-    mask = np.ones(len(labels), bool)
-    mask[test_idx] = False
-    return {"train": np.flatnonzero(mask), "test": test_idx, "all": np.arange(len(labels))}
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(labels)
+    everything = np.arange(len(labels))
+    counts = np.unique(labels, return_counts=True)[1]
+    n_test = int(np.round(counts * test_fraction).sum())
+    if n_test in (0, len(labels)):
+        test = everything[:0] if n_test == 0 else everything
+    else:
+        try:
+            _, test = train_test_split(everything, test_size=n_test, stratify=labels,
+                                       random_state=seed)
+        except ValueError as err:  # scikit-learn says which condition failed
+            raise DataError(
+                f"Cannot make a stratified split of {len(labels)} samples ({len(counts)} "
+                f"classes) into {len(labels) - n_test} and {n_test}: {err} Use more samples, "
+                "or another fraction.") from None
+    test = np.sort(test)
+    return {"train": np.setdiff1d(everything, test), "test": test, "all": everything}
 
 
 def pick_split(splits: dict[str, np.ndarray], split: str, name: str) -> np.ndarray:
@@ -35,7 +50,13 @@ def pick_split(splits: dict[str, np.ndarray], split: str, name: str) -> np.ndarr
 
 
 def limit_indices(labels: np.ndarray | None, n: int, limit: int, seed: int) -> np.ndarray:
-    """A seeded subset of ``limit`` rows, stratified by class when labelled, in order."""
+    """A seeded subset of ``limit`` rows, stratified by class when labelled, in order.
+
+    Each class gets its share of ``limit`` rounded down, and the largest remainders one
+    row more. Not scikit-learn's stratified split: that refuses fewer rows than classes
+    and classes of one sample, and ``--limit 2`` of a 10-class data set is a fine smoke
+    test.
+    """
     if limit >= n:
         return np.arange(n)
     rng = np.random.default_rng(seed)

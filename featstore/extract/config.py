@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import math
-import reprlib
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 from featstore.errors import ConfigError
 from featstore.store.codecs import parse_codec
+from featstore.utils.validation import (INF, Boolean, Dict, Interval, ListOf, Options,
+                                        OrNone, Text, check, invalid, show)
+
+__all__ = ["DTYPES", "RANGES", "OPTIONAL", "ExtractConfig", "show"]
 
 DTYPES = ("float16", "float32")
 
@@ -16,35 +18,36 @@ DTYPES = ("float16", "float32")
 #: lower bounds early), config files, the Python API and the extraction service (whose
 #: operator may lower the upper bounds: `featstore serve --limits`). Zero and negative
 #: values of counts and sizes mean nothing useful, so they are refused everywhere.
-RANGES: dict[str, tuple[int, int]] = {
-    "chunk_rows": (1, 1 << 20),
-    "batch_size": (1, 1 << 16),
-    "views": (1, 1024),
-    "image_size": (1, 8192),
-    "limit": (1, 2**31 - 1),
-    "num_workers": (0, 256),
-    "seed": (0, 2**63 - 1),
+RANGES: dict[str, Interval] = {
+    "chunk_rows": Interval(int, 1, 1 << 20),
+    "batch_size": Interval(int, 1, 1 << 16),
+    "views": Interval(int, 1, 1024),
+    "image_size": Interval(int, 1, 8192),
+    "limit": Interval(int, 1, 2**31 - 1),
+    "num_workers": Interval(int, 0, 256),
+    "seed": Interval(int, 0, 2**63 - 1),
 }
 #: Integer options that may also be unset (None: the default of the backbone or data).
 OPTIONAL = ("image_size", "limit", "num_workers")
-
-
-def show(value: Any) -> str:
-    """A short repr of a value from a user (a request may hold huge or deeply nested ones)."""
-    return _SHORT.repr(value)
-
-
-_SHORT = reprlib.Repr()
-_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlevel = 80, 80, 3
-
-
-def check_range(name: str, value: Any, low: int, high: int, *, where: str = "of extract",
-                why: str = "") -> None:
-    """:class:`ConfigError` unless ``value`` is an int (not a bool) in [low, high]."""
-    if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
-        return
-    raise ConfigError(f"The '{name}' option {where} must be an int in [{low}, {high}]{why}. "
-                      f"Got {show(value)} instead.")
+#: Every option's rule, checked in this order (so the service, which builds an
+#: ExtractConfig from a JSON request, needs no checks of its own for these).
+RULES = {
+    "backbones": ListOf(Text()),
+    "datasets": ListOf(Text()),
+    "splits": ListOf(Text()),
+    "root": Text(paths=True),
+    "format": Options("zarr", "hdf5"),
+    "dtype": Options(*DTYPES),
+    "codec": OrNone(Text()),
+    **{name: OrNone(rule) if name in OPTIONAL else rule for name, rule in RANGES.items()},
+    "device": Text(),
+    "augment": Options("none", "train"),
+    "weights": OrNone(Text(paths=True)),
+    "pooling": OrNone(Text()),
+    **{name: Boolean() for name in ("pretrained", "strict", "force", "progress")},
+    "dataset_options": Dict(),
+    "lease_seconds": Interval(float, 0, INF, "neither"),
+}
 
 
 @dataclass
@@ -84,30 +87,13 @@ class ExtractConfig:
         self.validate()
 
     def validate(self) -> None:
-        def bad(name: str, expected: str, got: Any) -> ConfigError:
-            return ConfigError(f"The '{name}' option of extract must be {expected}. "
-                               f"Got {show(got)} instead.")
-
         if not self.backbones:
-            raise bad("backbone", "given at least once", self.backbones)
+            raise invalid("backbone", self.backbones, "given at least once", owner="extract")
         if not self.datasets:
-            raise bad("dataset", "given at least once", self.datasets)
-        if self.format not in ("zarr", "hdf5"):
-            raise bad("format", "'zarr' or 'hdf5'", self.format)
-        if self.dtype not in DTYPES:
-            raise bad("dtype", f"one of {', '.join(DTYPES)}", self.dtype)
+            raise invalid("dataset", self.datasets, "given at least once", owner="extract")
+        for name, rule in RULES.items():
+            check(name, getattr(self, name), rule, owner="extract")
         self.codec = parse_codec(self.codec)
-        for name, (low, high) in RANGES.items():
-            value = getattr(self, name)
-            if value is None and name in OPTIONAL:
-                continue
-            check_range(name, value, low, high)
-        lease = self.lease_seconds
-        if isinstance(lease, bool) or not isinstance(lease, (int, float)) \
-                or not math.isfinite(lease) or lease <= 0:
-            raise bad("lease_seconds", "a number of seconds in (0, inf)", self.lease_seconds)
-        if self.augment not in ("none", "train"):
-            raise bad("augment", "'none' or 'train'", self.augment)
         if self.views > 1 and self.augment == "none":
             raise ConfigError(
                 f"--views {self.views} needs --augment train: without augmentation every view "
@@ -120,7 +106,8 @@ class ExtractConfig:
         for name, high in maxima.items():
             value = getattr(self, name)
             if value is not None:
-                check_range(name, value, RANGES[name][0], high, why=why)
+                check(name, value, Interval(int, RANGES[name].low, high), owner="extract",
+                      why=why)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExtractConfig":

@@ -17,9 +17,9 @@ from featstore.data import SampleSet
 from featstore.utils.devices import resolve_device
 from featstore.errors import (ConfigError, DimensionMismatchError, SampleLoadError, StoreCorruptError,
                       StoreIncompleteError)
-from featstore.store import FeatureStore, Root, create_store, location, open_store, schema
-from featstore.store import PARTIAL
-from featstore.store.lease import Lease, LeaseLostError
+from featstore.store import (FeatureStore, Root, backend_for, create_store, location, open_store,
+                             schema)
+from featstore.store.lease import FinishedMeanwhile, Lease, LeaseLostError, hold_lease
 from featstore.extract import loader
 from featstore.extract.config import ExtractConfig
 from featstore.extract.writer import ChunkWriter
@@ -60,16 +60,34 @@ def key_inputs(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig) -> di
     the same weights at two paths give one key. The metadata keeps the full provenance.
     """
     prov = backbone_key_inputs(backbone.provenance())
-    return {
-        "schema": schema.SCHEMA_VERSION,
-        "backbone": prov,
-        "dtype": cfg.dtype,
-        "views": cfg.views,
-        "augment": cfg.augment,
-        "augment_seed": cfg.seed if cfg.augment != "none" else None,
-        "dataset_fingerprint": samples.fingerprint(),
-        "split": samples.split,
-    }
+    return {"schema": schema.SCHEMA_VERSION, "backbone": prov, **value_options(cfg),
+            "dataset_fingerprint": samples.fingerprint(), "split": samples.split}
+
+
+def value_options(cfg: ExtractConfig) -> dict[str, Any]:
+    """The options that change what a given backbone computes on given data."""
+    return {"dtype": cfg.dtype, "views": cfg.views, "augment": cfg.augment,
+            "augment_seed": cfg.seed if cfg.augment != "none" else None}
+
+
+def backbone_options(cfg: ExtractConfig) -> dict[str, Any]:
+    """What :func:`create_backbone` receives besides the spec."""
+    return {"weights": cfg.weights, "pretrained": None if cfg.pretrained else False,
+            "image_size": cfg.image_size, "pooling": cfg.pooling}
+
+
+def request_key_inputs(cfg: ExtractConfig, *, backbone: Any, dataset: Any,
+                       weights: Any = None) -> dict[str, Any]:
+    """:func:`key_inputs` of ``cfg``'s first job as far as it is known before anything is
+    loaded (the service's request keys): the backbone and data set as given (``backbone``:
+    a spec; ``dataset``, ``weights``: what identifies a file) with the options that choose
+    them, in place of their provenance and fingerprint; and the store's format.
+    ``request_key`` is the recipe's version: bump it when the recipe changes."""
+    return {"request_key": 2, "schema": schema.SCHEMA_VERSION, **value_options(cfg),
+            "backbone": {"spec": backbone, **backbone_options(cfg), "weights": weights},
+            "dataset": {"id": dataset, "options": cfg.dataset_options, "limit": cfg.limit,
+                        "seed": cfg.seed if cfg.limit is not None else None},
+            "split": cfg.splits[0], "format": cfg.format}
 
 
 def extract(cfg: ExtractConfig, *, on_result: Callable[[ExtractResult], None] | None = None
@@ -82,8 +100,7 @@ def extract(cfg: ExtractConfig, *, on_result: Callable[[ExtractResult], None] | 
             for d in cfg.datasets for s in cfg.splits]
     results = []
     for spec in cfg.backbones:
-        backbone = create_backbone(spec, weights=cfg.weights, pretrained=None if cfg.pretrained else False,
-                                   image_size=cfg.image_size, pooling=cfg.pooling)
+        backbone = create_backbone(spec, **backbone_options(cfg))
         backbone.to(device)
         for samples in sets:
             result = extract_one(backbone, samples, cfg, device)
@@ -121,9 +138,9 @@ def _metadata(key: str, inputs: dict[str, Any], backbone: Backbone, samples: Sam
 
 
 def _open_for_resume(path: Any, key: str) -> FeatureStore | None:
-    """The incomplete store at ``path`` to continue, or None to start afresh."""
-    partial = location.with_suffix_added(path, PARTIAL)
-    target = partial if path.name.endswith(".h5") else path
+    """The incomplete store written for ``path`` (at its backend's working path) to
+    continue, or None to start afresh."""
+    target = backend_for(path).working_path(path)
     if not target.exists():
         return None
     try:
@@ -186,41 +203,6 @@ def _cached(path: Any, base: dict[str, Any], t0: float) -> ExtractResult | None:
     return None  # None from mark_for_reextraction: another writer holds the key's lease
 
 
-def _acquire(lease: Lease, path: Any, base: dict[str, Any], t0: float, *,
-             reuse: bool = True) -> ExtractResult | None:
-    """Hold ``lease``; while another live writer holds it, wait for it to finish.
-
-    Returns the cached result if the other writer completed the set meanwhile (unless
-    ``reuse`` is False: ``--force`` waits for the lease itself), None once this
-    process holds the lease (a dead writer's lease is taken over once it has gone
-    unrenewed for its duration, and the extraction resumes from its committed chunks).
-    """
-    from featstore.store.root import clear_damaged, is_damaged
-
-    told = None
-    while not lease.acquire():
-        holder = lease.holder()
-        if holder is not None and holder.generation != told:
-            log.warning("%s %s/%s (key %s) is being extracted by %s; waiting for it (its "
-                        "result is reused; if it has died, its lease is taken over after "
-                        "%.0f s without renewal).", base["backbone"], base["dataset"],
-                        base["split"], base["key"], holder.describe(), holder.seconds)
-            told = holder.generation
-        time.sleep(min(2.0, (holder.seconds if holder else lease.seconds) / 6))
-        hit = _cached(path, base, t0) if reuse and not is_damaged(path) else None
-        if hit is not None:
-            hit.waited_seconds = round(time.perf_counter() - t0, 3)
-            return hit
-    try:
-        # A key folder without usable metadata (a writer killed before writing it, or
-        # files removed by hand) must not block the key forever: start it again.
-        clear_damaged(path)
-    except BaseException:
-        lease.release(remove=True)  # nothing was written under it
-        raise
-    return None
-
-
 def extract_one(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
                 device: torch.device) -> ExtractResult:
     """One feature set: cache hit, resume, or a full run."""
@@ -238,38 +220,44 @@ def extract_one(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
     path = root.path_for(key, cfg.format)
     base = dict(key=key, path=str(path), backbone=backbone.id, dataset=samples.name,
                 split=samples.split)
-    from featstore.store.root import is_damaged
+    from featstore.store.root import clear_damaged, is_damaged
 
     # A damaged set (no usable metadata: its writer was killed first) is no cache hit:
-    # it is replaced under the lease (_acquire).
+    # it is replaced under the lease.
     if not cfg.force and not is_damaged(path):
         hit = _cached(path, base, t0)
         if hit is not None:
             log.info("cache hit: %s %s/%s is %s", backbone.id, samples.name, samples.split, path)
             return hit
     location.makedirs(root.path)
-    # One writer per key, across processes and machines sharing the root.
-    lease = Lease(root.path, key, seconds=cfg.lease_seconds)
     force = cfg.force
+
+    def finished(holder: Any) -> ExtractResult | None:
+        """The other writer's result, once it has completed the set (``--force`` waits
+        for the lease itself instead)."""
+        hit = _cached(path, base, t0) if not force and not is_damaged(path) else None
+        if hit is not None:
+            hit.waited_seconds = round(time.perf_counter() - t0, 3)
+        return hit
+
+    # One writer per key, across processes and machines sharing the root.
     while True:
-        waited = _acquire(lease, path, base, t0, reuse=not force)
-        if waited is not None:
-            return waited
         try:
-            result = _extract_locked(backbone, samples, cfg, device, lease, path, key, inputs,
-                                     base, t0, force=force)
+            with hold_lease(root.path, key, seconds=cfg.lease_seconds, on_wait=finished,
+                            what=f"{backbone.id} {samples.name}/{samples.split} (key {key})",
+                            doing="extracted") as lease:
+                # A key folder without usable metadata (a writer killed before writing
+                # it, or files removed by hand) must not block the key forever.
+                clear_damaged(path)
+                return _extract_locked(backbone, samples, cfg, device, lease, path, key,
+                                       inputs, base, t0, force=force)
+        except FinishedMeanwhile as done:
+            return done.result
         except LeaseLostError as err:
             # Another writer took over (this one stalled): wait for it and reuse its
             # result instead of failing; committed chunks are never lost.
-            lease.release()
             log.warning("%s Waiting for the new writer instead.", err)
             force = False
-            continue
-        except BaseException:
-            lease.release()
-            raise
-        lease.release(remove=True)
-        return result
 
 
 def _extract_locked(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
@@ -279,13 +267,14 @@ def _extract_locked(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
     """Extract (or resume) one feature set while holding its lease."""
     if force:
         _remove(path)
-        _remove(location.with_suffix_added(path, PARTIAL))
+        _remove(backend_for(path).working_path(path))
     else:
         hit = _cached(path, base, t0)  # finished by another writer just before we got the lease
         if hit is not None:
             return hit
-    lease.start_heartbeat()
     store = _open_for_resume(path, key)
+    if store is not None:
+        store.discard_stray_files()  # temporary files of writes a kill interrupted
     if store is None:
         n_features = getattr(backbone, "num_features", None) or _probe_dim(backbone, samples)
         store = create_store(
@@ -320,8 +309,8 @@ def _probe_dim(backbone: Backbone, samples: SampleSet) -> int:
 
 
 def _run_chunks(backbone: Backbone, samples: SampleSet, store: FeatureStore, todo: list[int],
-                cfg: ExtractConfig, device: torch.device,
-                check: Callable[[], None] | None = None) -> dict[str, Any]:
+                cfg: ExtractConfig, device: torch.device, *,
+                check: Callable[[], None]) -> dict[str, Any]:
     """The loop: decode (workers) → forward (here) → write whole chunks (writer thread)."""
     from tqdm.auto import tqdm
 

@@ -18,12 +18,16 @@ class ChunkWriter:
     pass. The queue is short: if the disk falls behind, the producer waits rather than
     holding many chunks in memory. An error in the thread is raised by the next
     :meth:`put` or by :meth:`close`.
+
+    ``check`` runs before every chunk is written and raises if this writer may no longer
+    write: the ``check`` of the lease held on the set's key
+    (:func:`featstore.store.lease.hold_lease`), so that a writer whose lease was taken
+    over stops before it writes into another writer's set.
     """
 
-    def __init__(self, store: FeatureStore, depth: int = 2,
-                 check: Callable[[], None] | None = None):
+    def __init__(self, store: FeatureStore, *, check: Callable[[], None], depth: int = 2):
         self.store = store
-        self._check = check  # raises if this writer may no longer write (lease lost)
+        self._check = check
         self.written = 0
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
@@ -38,8 +42,7 @@ class ChunkWriter:
             if self._error is not None:
                 continue  # drain after a failure
             try:
-                if self._check is not None:
-                    self._check()
+                self._check()
                 self.store.write_chunk(*item)
                 self.written += 1
             except BaseException as err:

@@ -1,5 +1,9 @@
 """Feature stores: one feature set per Zarr group or HDF5 file, and roots that hold many.
 
+Each format is a backend (``_zarr.py``, ``_hdf5.py``, listed in :mod:`.backends`) that
+alone knows its files; everything else asks its class methods (:mod:`.formats`).
+Writers hold the key's lease with :func:`featstore.store.lease.hold_lease`.
+
 >>> from featstore import open_store
 >>> with open_store("features/3fa2c1d09b7e4a55.zarr") as fs:   # doctest: +SKIP
 ...     X, y = fs.load_features(), fs.labels
@@ -12,29 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from featstore.errors import ConfigError, DataError, StoreIncompleteError, StoreNotFoundError
+from featstore.errors import ConfigError, DataError, StoreIncompleteError
 from featstore.store import schema
 from featstore.store._base import FeatureStore, Mode
+from featstore.store.backends import BACKENDS, backend_for, backend_named
 from featstore.store.integrity import StoreDamagedError, VerifyReport, default_verify_reads
-from featstore.store._hdf5 import PARTIAL, HDF5Store
-from featstore.store._zarr import ZarrStore
-from featstore.store.location import as_path
 from featstore.store.root import Root, resolve_store_path
 
 from featstore.store import location  # noqa: E402  (featstore.store.location: local paths and URLs)
 
-__all__ = ["PARTIAL", "FeatureStore", "VerifyReport", "StoreDamagedError", "Root", "open_store",
-           "create_store", "backend_for", "location"]
+__all__ = ["FeatureStore", "VerifyReport", "StoreDamagedError", "Root", "open_store",
+           "create_store", "BACKENDS", "backend_for", "backend_named", "location"]
 
 _MODES = ("r", "r+", "a", "w", "w-")
-
-
-def backend_for(path: str | Path) -> type[FeatureStore]:
-    """The backend class a path names: ``.h5``/``.hdf5`` is HDF5, anything else Zarr."""
-    name = as_path(path).name
-    if name.endswith(PARTIAL):
-        name = name[: -len(PARTIAL)]
-    return HDF5Store if name.endswith((".h5", ".hdf5")) else ZarrStore
 
 
 def open_store(path: str | Path, mode: Mode = "r", *, allow_incomplete: bool = False,
@@ -98,13 +92,13 @@ def open_store(path: str | Path, mode: Mode = "r", *, allow_incomplete: bool = F
 def create_store(path: str | Path, **kwargs: Any) -> FeatureStore:
     """Create an empty, incomplete feature set sized for all its rows (used by extract).
 
-    The digests of the labels and sample ids are recorded in the metadata
+    ``path`` is the finished set's path; the set is created at the backend's working
+    path for it (an HDF5 set appears under its final name only once complete). The
+    digests of the labels and sample ids are recorded in the metadata
     (``arrays_sha256``) and checked against what was written.
     """
-    path = as_path(path)
     backend = backend_for(path)
-    if backend is HDF5Store and not path.name.endswith(PARTIAL):
-        path = path.with_name(path.name + PARTIAL)
+    path = backend.working_path(path)
     labels = kwargs.get("labels")
     kwargs["metadata"] = {**kwargs["metadata"], schema.ARRAYS_SHA256: {
         schema.LABELS: None if labels is None else schema.array_digest(np.asarray(labels)),
@@ -120,7 +114,3 @@ def create_store(path: str | Path, **kwargs: Any) -> FeatureStore:
             f"{backend.format} format cannot hold, such as ids with NUL characters); fix "
             "the data set's ids or labels.") from err
     return store
-
-
-def _raise_not_found(path: Path) -> None:  # pragma: no cover - kept for symmetry
-    raise StoreNotFoundError(str(path))

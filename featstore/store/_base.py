@@ -17,6 +17,7 @@ from featstore.store import schema
 from featstore.store.integrity import (VERIFY_GROUP, CheckedArray, StoreDamagedError, VerifyReport,
                         chunk_repair_hint, default_verify_reads, digest_of, read_error,
                         layout_problems, verify_store, whole_repair_hint)
+from featstore.store.formats import StoreFormat
 from featstore.store.location import as_path
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ _WHY_DIFFERENT = {schema.VALID: "a deleted or altered chunk",
 __all__ = ["FeatureStore", "VerifyReport", "StoreDamagedError", "translate_os_error"]
 
 
-class FeatureStore(abc.ABC):
+class FeatureStore(StoreFormat):
     """One feature set: features, labels, sample ids, validity and metadata.
 
     Obtain one with :func:`featstore.open_store`; use it as a context manager.
@@ -57,10 +58,8 @@ class FeatureStore(abc.ABC):
     memory, :meth:`iter_chunks` streams it chunk by chunk. ``labels``, ``sample_ids``
     and ``valid`` are checked against their digests on every read (see
     :mod:`featstore.store.integrity`; ``verify_reads = False`` turns the hashing off).
+    Its class methods (:class:`featstore.store.formats.StoreFormat`) describe its files.
     """
-
-    format: str = ""
-    suffix: str = ""
 
     def __init__(self, path: Path, mode: Mode):
         self.path = as_path(path)
@@ -92,6 +91,15 @@ class FeatureStore(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def _array_file(self, name: str) -> str:
+        """Where array ``name`` is described, for messages (a file, or a dataset)."""
+
+    def discard_stray_files(self) -> list[str]:
+        """Remove temporary files that interrupted writes left in this set (names, relative
+        to the set); call under the key's lease before resuming. Nothing by default."""
+        return []
 
     def _finalize(self) -> None:
         """Backend hook run after the store is marked complete."""
@@ -168,9 +176,6 @@ class FeatureStore(abc.ABC):
         """``(array, problem)`` for every array that is missing or whose shape or chunks
         disagree with the metadata (so that no read can index past what exists)."""
         return layout_problems(self)
-
-    def _array_file(self, name: str) -> str:
-        return f"{name}/zarr.json" if self.format == "zarr" else f"dataset /{name}"
 
     def check_layout(self) -> None:
         """Raise StoreCorruptError if an array is missing or disagrees with the metadata."""

@@ -21,9 +21,13 @@ from featstore.store import schema
 from featstore.store._base import FeatureStore, Mode, translate_os_error
 from featstore.store.integrity import whole_repair_hint
 from featstore.store.codecs import hdf5_options
-from featstore.store.location import as_path, is_remote
+from featstore.store import location
+from featstore.store.location import AnyPath, as_path, is_remote
 
+#: Added to a set's name while it is written: ``KEY.h5.partial``.
 PARTIAL = ".partial"
+#: The first bytes of every HDF5 file.
+SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 _REMOTE_WRITE = (
     "{path}: HDF5 stores are written on a local or shared file system only (HDF5 needs a "
@@ -35,6 +39,49 @@ _REMOTE_WRITE = (
 class HDF5Store(FeatureStore):
     format = "hdf5"
     suffix = ".h5"
+    suffixes = (".h5", ".hdf5")
+    single_file = True
+    metadata_file = "featstore attribute"
+
+    # -- the format on disk (see featstore.store.formats) ------------------------------
+    @classmethod
+    def key_of(cls, name: str) -> tuple[str, bool] | None:
+        final = name[: -len(PARTIAL)] if name.endswith(PARTIAL) else name
+        if not final.endswith(cls.suffix):
+            return None
+        return final[: -len(cls.suffix)], final == name
+
+    @classmethod
+    def working_path(cls, path: Any) -> AnyPath:
+        path = as_path(path)
+        return path if path.name.endswith(PARTIAL) else location.with_suffix_added(path, PARTIAL)
+
+    @classmethod
+    def final_path(cls, path: Any) -> AnyPath:
+        path = as_path(path)
+        return path.with_name(path.name[: -len(PARTIAL)]) if path.name.endswith(PARTIAL) \
+            else path
+
+    @classmethod
+    def is_member(cls, name: str) -> bool:
+        return name == ""  # the file itself: an HDF5 set holds nothing else
+
+    @classmethod
+    def looks_like_set(cls, path: Any) -> bool:
+        fs, p = location.fs_and_path(path)
+        if not fs.isfile(p):
+            return False
+        with fs.open(p, "rb") as f:
+            head = f.read(len(SIGNATURE))
+        return head in (b"", SIGNATURE)
+
+    @classmethod
+    def read_metadata(cls, path: Any) -> Any:
+        with as_path(path).open("rb") as raw_file, h5py.File(raw_file, "r") as f:
+            raw = f.attrs.get(schema.META_ATTR)
+            return json.loads(raw) if raw is not None else None
+
+    # -- a set -------------------------------------------------------------------------
 
     def __init__(self, path: Path, mode: Mode, file: h5py.File):
         super().__init__(path, mode)
@@ -107,6 +154,9 @@ class HDF5Store(FeatureStore):
                 f"{self.path}: the dataset {name!r} cannot be opened ({type(err).__name__}: "
                 f"{str(err)[:200]}). {whole_repair_hint(self.path)}") from err
 
+    def _array_file(self, name: str) -> str:
+        return f"dataset /{name}"
+
     def _write_meta(self) -> None:
         self._file.attrs[schema.META_ATTR] = json.dumps(self.metadata)
         self._file.flush()
@@ -129,8 +179,8 @@ class HDF5Store(FeatureStore):
     def _begin_repair(self) -> None:
         # A complete file is renamed back to NAME.h5.partial: the resumed extraction
         # finds it there, recomputes the damaged chunks and renames it back.
-        if not self.path.name.endswith(PARTIAL):
-            partial = self.path.with_name(self.path.name + PARTIAL)
+        partial = self.working_path(self.path)
+        if partial != self.path:
             self._file.close()
             os.replace(self.path, partial)
             self.path = partial
@@ -138,8 +188,8 @@ class HDF5Store(FeatureStore):
 
     def _finalize(self) -> None:
         # The complete file appears under its final name in one atomic rename.
-        if self.path.name.endswith(PARTIAL):
-            final = self.path.with_name(self.path.name[: -len(PARTIAL)])
+        final = self.final_path(self.path)
+        if final != self.path:
             self._file.flush()
             self._file.close()
             os.replace(self.path, final)

@@ -1,8 +1,15 @@
-"""Zarr v3 backend: a group per feature set, chunk files written whole and atomically."""
+"""Zarr v3 backend: a group per feature set, chunk files written whole and atomically.
+
+A set is the folder ``KEY.zarr``, written in place: its group metadata (``zarr.json``,
+the attribute ``featstore``) says whether it is complete, and is written last.
+"""
 
 from __future__ import annotations
 
 import itertools
+import json
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +20,22 @@ from featstore.errors import FeatstoreError, StoreCorruptError, StoreNotFoundErr
 from featstore.store import schema
 from featstore.store._base import FeatureStore, Mode, translate_os_error
 from featstore.store.integrity import whole_repair_hint
+from featstore.store import location
 from featstore.store.location import as_path, is_remote
 from featstore.store.codecs import zarr_compressors
+
+#: The group metadata: holds the featstore attribute, and so ``complete``.
+GROUP_META = "zarr.json"
+#: What a featstore Zarr folder holds at its top level: the group metadata and the arrays.
+log = logging.getLogger(__name__)
+
+#: Temporary files of writes a kill interrupted: zarr's own (``NAME.<32 hex>.partial``:
+#: zarr >= 3.1.3 writes a chunk or zarr.json there, then renames it) and
+#: location.put_atomic's (``.NAME.XXXXXXXX.tmp``, written by copy).
+STRAY = re.compile(r"^(?:.+\.[0-9a-f]{32}\.partial|\..+\.[0-9a-f]{8}\.tmp)$")
+
+MEMBERS = frozenset({GROUP_META, schema.FEATURES, schema.LABELS, schema.SAMPLE_IDS,
+                     schema.VALID, schema.CHUNK_SHA256})
 
 
 def zarr_location(path: Any, *, read_only: bool) -> Any:
@@ -32,6 +53,51 @@ def zarr_location(path: Any, *, read_only: bool) -> Any:
 class ZarrStore(FeatureStore):
     format = "zarr"
     suffix = ".zarr"
+    suffixes = (".zarr",)
+    completion_files = (GROUP_META,)
+    layout_files = (f"{schema.FEATURES}/zarr.json", f"{schema.VALID}/zarr.json")
+    metadata_file = GROUP_META
+    row_chunk_files = True
+
+    # -- the format on disk (see featstore.store.formats) ------------------------------
+    @classmethod
+    def key_of(cls, name: str) -> tuple[str, bool] | None:
+        return (name[: -len(cls.suffix)], True) if name.endswith(cls.suffix) else None
+
+    @classmethod
+    def is_member(cls, name: str) -> bool:
+        # A killed atomic write leaves a temporary file beside its target (STRAY).
+        return name in MEMBERS or bool(STRAY.match(name))
+
+    @classmethod
+    def looks_like_set(cls, path: Any) -> bool:
+        fs, p = location.fs_and_path(path)
+        if not fs.isdir(p):
+            return False
+        names = {n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(p, detail=False)}
+        return all(cls.is_member(n) for n in names)
+
+    @classmethod
+    def read_metadata(cls, path: Any) -> Any:
+        group = json.loads(location.join(path, GROUP_META).read_text())
+        attrs = group.get("attributes") if isinstance(group, dict) else None
+        if not isinstance(group, dict) or not isinstance(attrs, (dict, type(None))):
+            raise ValueError("zarr.json is not a Zarr group's metadata (not a JSON object)")
+        return (attrs or {}).get(schema.META_ATTR)
+
+    @classmethod
+    def checksummed(cls, name: str) -> bool:
+        return name.startswith((f"{schema.FEATURES}/c/", f"{schema.VALID}/c/"))
+
+    @classmethod
+    def marked_incomplete(cls, name: str, data: bytes) -> bytes:
+        if name != GROUP_META:
+            return data
+        meta = json.loads(data)
+        meta.setdefault("attributes", {}).setdefault(schema.META_ATTR, {})["complete"] = False
+        return json.dumps(meta, indent=2).encode()
+
+    # -- a set -------------------------------------------------------------------------
 
     def __init__(self, path: Path, mode: Mode, group: zarr.Group):
         super().__init__(path, mode)
@@ -46,7 +112,7 @@ class ZarrStore(FeatureStore):
 
     @classmethod
     def open(cls, path: Path, mode: Mode = "r") -> "ZarrStore":
-        if not (as_path(path) / "zarr.json").exists():
+        if not (as_path(path) / GROUP_META).exists():
             raise StoreNotFoundError(
                 f"No Zarr feature set at {path}. List what a root holds with `featstore ls ROOT`."
             )
@@ -107,6 +173,9 @@ class ZarrStore(FeatureStore):
                     f"{whole_repair_hint(self.path)}") from err
         return self._arrays[name]
 
+    def _array_file(self, name: str) -> str:
+        return f"{name}/{GROUP_META}"
+
     def _listing(self, name: str) -> set[str]:
         """Keys of the chunk files of array ``name`` (through zarr's store listing, which
         works alike for local folders and fsspec stores)."""
@@ -143,6 +212,19 @@ class ZarrStore(FeatureStore):
                     if key not in have:
                         out.setdefault(i, []).append(key)
         return out
+
+    def discard_stray_files(self) -> list[str]:
+        """Remove the temporary files of writes that a kill interrupted (zarr writes each
+        chunk and zarr.json to a temporary name, then renames it). Call while holding
+        the key's lease, before resuming: the finished set then holds exactly the files
+        of a clean run (found by tests/test_crash.py under load)."""
+        fs, p = location.fs_and_path(self.path)
+        base = p.rstrip("/") + "/"
+        stray = sorted(n for n in fs.find(p) if STRAY.match(n.rsplit("/", 1)[-1]))
+        for name in stray:
+            log.info("removing %s, left by an interrupted write", name)
+            fs.rm_file(name)
+        return [n[len(base):] for n in stray]
 
     def _write_meta(self) -> None:
         self._group.attrs[schema.META_ATTR] = self.metadata

@@ -184,7 +184,7 @@ def layout_problems(store: "FeatureStore") -> list[tuple[str, str]]:
     for name in (schema.FEATURES, schema.VALID):
         chunks = getattr(store._array(name), "chunks", None) if not any(
             a == name for a, _ in problems) else None
-        if store.format == "zarr" and chunks and chunks[0] not in (rows, store.chunk_rows):
+        if store.row_chunk_files and chunks and chunks[0] not in (rows, store.chunk_rows):
             problems.append((name, f"chunks of {chunks[0]} rows, but the metadata says "
                                    f"{store.chunk_rows}"))
     views = store.metadata.get("views")
@@ -411,17 +411,16 @@ def mark_for_reextraction(path: Any, *, lease_seconds: float = 60.0) -> list[int
     Raises StoreCorruptError for damage no chunk can repair (labels, sample ids, layout).
     """
     from featstore.store import open_store
-    from featstore.store.lease import Lease
+    from featstore.store.lease import LeaseBusyError, hold_lease
     from featstore.store.location import as_path
 
     path = as_path(path)
     with open_store(path, allow_incomplete=True, allow_damaged=True) as fs:
         key = fs.key
-    lease = Lease(path.parent, key, seconds=lease_seconds)
-    if not lease.acquire():
-        return None
     try:
-        with open_store(path, "r+", allow_incomplete=True, allow_damaged=True) as fs:
+        # Nothing is left behind: the next writer of the key takes a fresh lease.
+        with hold_lease(path.parent, key, seconds=lease_seconds, wait=False) as lease, \
+                open_store(path, "r+", allow_incomplete=True, allow_damaged=True) as fs:
             report = fs.verify()
             if report.problems:
                 raise StoreCorruptError(
@@ -429,8 +428,8 @@ def mark_for_reextraction(path: Any, *, lease_seconds: float = 60.0) -> list[int
                     f"{'; '.join(report.problems[:3])}. {whole_repair_hint(path)}")
             chunks = sorted(report.mismatched)
             if chunks:
+                lease.check()  # verifying a big set may outlast a stalled renewal
                 fs.invalidate_chunks(chunks)
             return chunks
-    finally:
-        # Nothing is left behind: the next writer of the key takes a fresh lease.
-        lease.release(remove=True)
+    except LeaseBusyError:
+        return None

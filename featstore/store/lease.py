@@ -13,7 +13,12 @@ not both compute it. The writer holds a lease in the root,
   wakes up, finds at its next renewal that its file is no longer the newest or no
   longer its own (the token differs) and stops writing (:class:`LeaseLostError`); it
   also stops by itself once its last successful renewal is a lease period old;
-* on success the holder removes the lease folder.
+* at the end the holder removes the lease folder.
+
+Writers hold a lease only through :func:`hold_lease`, a context manager that waits for
+a live holder (saying who it is), renews the lease from a heartbeat thread for as long
+as the block runs and releases it however the block ends, so that no writer can write
+under a lease that nothing renews.
 
 Only the highest generation counts, so no file is ever overwritten by anyone but
 its owner and no compare-and-swap is needed beyond "create if absent".
@@ -27,6 +32,7 @@ PID namespace) whose process is gone is taken over at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,9 +41,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from featstore.errors import FeatstoreError
+from featstore.utils.keys import created_by
 from featstore.store import location
 
 log = logging.getLogger(__name__)
@@ -47,6 +54,23 @@ LEASE_DIR = ".leases"
 
 class LeaseLostError(FeatstoreError, RuntimeError):
     """Another writer took over this writer's lease (it had expired)."""
+
+
+class LeaseBusyError(FeatstoreError):
+    """Another writer holds a live lease and the caller would not wait for it."""
+
+    def __init__(self, message: str, holder: "LeaseInfo | None"):
+        super().__init__(message)
+        self.holder = holder
+
+
+class FinishedMeanwhile(Exception):
+    """Raised by :func:`hold_lease` when its ``on_wait`` found the work done by the
+    writer it was waiting for: the block does not run; ``result`` is what it found."""
+
+    def __init__(self, result: Any):
+        super().__init__("finished by another writer")
+        self.result = result
 
 
 @dataclass
@@ -80,16 +104,6 @@ class LeaseInfo:
         return f"{self.owner} (pid {self.pid} on {self.host})"
 
 
-def _owner() -> str:
-    try:
-        import getpass
-
-        user = getpass.getuser()
-    except Exception:  # no user name (containers)
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
 def _machine() -> str:
     """This boot of this machine and this PID namespace: where a pid means one process."""
     parts = [socket.gethostname()]
@@ -103,14 +117,9 @@ def _machine() -> str:
 
 
 class Lease:
-    """A renewable, expiring claim on one key of a root.
-
-    >>> lease = Lease("features", "3fa2c1d09b7e4a55", seconds=60)   # doctest: +SKIP
-    >>> if lease.acquire():
-    ...     lease.start_heartbeat()
-    ...     ...  # write; call lease.check() before each commit
-    ...     lease.release(remove=True)
-    """
+    """A renewable, expiring claim on one key of a root: the primitive under
+    :func:`hold_lease`, which writers use (reading who holds a key needs only
+    :meth:`holder` and :meth:`expired`)."""
 
     def __init__(self, root: Any, key: str, *, seconds: float = 60.0):
         if seconds <= 0:
@@ -181,7 +190,7 @@ class Lease:
     # -- writing -----------------------------------------------------------------------
     def _payload(self, *, released: bool = False) -> bytes:
         return json.dumps({
-            "key": self.key, "token": self.token, "owner": _owner(),
+            "key": self.key, "token": self.token, "owner": created_by(),
             "host": socket.gethostname(), "pid": os.getpid(), "machine": _machine(),
             "seconds": self.seconds, "beat": self._beats, "released": released,
             "renewed_at": time.time(),  # for people reading the file; never compared
@@ -288,3 +297,50 @@ class Lease:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+
+@contextlib.contextmanager
+def hold_lease(root: Any, key: str, *, seconds: float = 60.0, wait: bool = True,
+               on_wait: Callable[[LeaseInfo | None], Any] | None = None,
+               what: str = "", doing: str = "written") -> Iterator[Lease]:
+    """Hold the lease on ``key`` of ``root`` for the ``with`` block.
+
+    >>> with hold_lease("features", key, seconds=60) as lease:   # doctest: +SKIP
+    ...     ...  # write; call lease.check() before each commit
+
+    While another writer holds a live lease, wait (``wait=False``: raise
+    :class:`LeaseBusyError` instead), logging who holds it once per holder; a dead
+    holder's lease is taken over once it has gone unrenewed for its duration. After
+    each failed attempt ``on_wait(holder)`` runs: a result other than None means the
+    awaited writer did the work, and :class:`FinishedMeanwhile` carrying it is raised
+    instead of running the block. The lease is renewed from a heartbeat thread while
+    the block runs (``lease.check()`` raises :class:`LeaseLostError` once another
+    writer may hold it) and given up when the block ends, its folder removed: a
+    finished writer leaves nothing, and a failed one nothing that delays the next.
+
+    ``what`` names the thing written in the log (default: the key), ``doing`` says
+    what is done to it ("written", "extracted").
+    """
+    lease = Lease(root, key, seconds=seconds)
+    told = None
+    while not lease.acquire():
+        holder = lease.holder()
+        if not wait:
+            raise LeaseBusyError(
+                f"{what or key} is being {doing} by "
+                f"{holder.describe() if holder else 'another process'}.", holder)
+        if holder is not None and holder.generation != told:
+            log.warning("%s is being %s by %s; waiting for it (if it has died, its lease is "
+                        "taken over after %.0f s without renewal).", what or key, doing,
+                        holder.describe(), holder.seconds)
+            told = holder.generation
+        time.sleep(min(1.0, (holder.seconds if holder else seconds) / 6))
+        if on_wait is not None:
+            result = on_wait(holder)
+            if result is not None:
+                raise FinishedMeanwhile(result)
+    try:
+        lease.start_heartbeat()
+        yield lease
+    finally:
+        lease.release(remove=True)

@@ -14,12 +14,12 @@ import errno
 import os
 import shutil
 import threading
-import uuid
 from pathlib import Path
 from typing import Any, Union
 
 from featstore.errors import (ConfigError, DiskFullError, MissingDependencyError, ReadOnlyStoreError,
                       StoreNotFoundError)
+from featstore.utils.atomic import atomic_write, temp_path
 
 AnyPath = Union[Path, Any]  # Path or upath.UPath
 
@@ -158,26 +158,19 @@ def makedirs(path: Any) -> None:
 def put_atomic(path: Any, data: bytes) -> None:
     """Write ``data`` so that readers see the whole file or none of it.
 
-    Local: a temporary file beside it, then a rename. Object stores: one PUT, which
-    is atomic.
+    Local: :func:`featstore.utils.atomic.atomic_write` (a temporary file
+    ``.NAME.XXXXXXXX.tmp`` beside it, then a rename). Object stores: one PUT, which is
+    atomic.
     """
     path = as_path(path)
     if is_remote(path):
         fs, p = fs_and_path(path)
         fs.pipe_file(p, data)
         return
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, data)
     except OSError as err:
         raise write_error(err, path) from err
-    finally:
-        _discard(tmp)
 
 
 #: Where create_exclusive is atomic: S3 conditional PUT (If-None-Match), memory (a lock).
@@ -213,7 +206,7 @@ def create_exclusive(path: Any, data: bytes) -> bool:
                 f"{type(fs).__name__} cannot create files exclusively (needed for leases on "
                 f"{path}); upgrade it (s3fs >= 2025.1).") from err
         return True
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:

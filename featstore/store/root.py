@@ -9,30 +9,27 @@ featstore's: a writer was killed before writing it, or files were removed by han
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from featstore.errors import ConfigError, FeatstoreError, StoreCorruptError, StoreNotFoundError
+from featstore.errors import (AmbiguousKeyError, ConfigError, FeatstoreError, StoreCorruptError,
+                              StoreNotFoundError)
 from featstore.utils.keys import KEY_LENGTH
 from featstore.store import location, schema
+from featstore.store._base import FeatureStore
+from featstore.store.backends import backend_for, backend_named, is_set_name, split_name
+from featstore.store.lease import Lease, LeaseBusyError, hold_lease
 from featstore.store.location import AnyPath, as_path
 
 log = logging.getLogger(__name__)
-
-SUFFIXES = (".zarr", ".h5", ".h5.partial")
 
 COMPLETE, INCOMPLETE, DAMAGED, NEWER = "complete", "incomplete", "damaged", "newer schema"
 
 #: A content key, as `featstore extract` names sets (keys.content_key).
 KEY_PATTERN = re.compile(rf"[0-9a-f]{{{KEY_LENGTH}}}")
-#: What a featstore Zarr folder holds at its top level: the group metadata and the arrays.
-ZARR_MEMBERS = frozenset({"zarr.json", schema.FEATURES, schema.LABELS, schema.SAMPLE_IDS,
-                          schema.VALID, schema.CHUNK_SHA256})
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 @dataclass
@@ -50,6 +47,11 @@ class Entry:
     def __post_init__(self) -> None:
         if not self.state:
             self.state = COMPLETE if self.complete else INCOMPLETE
+
+    @property
+    def backend(self) -> type[FeatureStore]:
+        """The backend of the set's format: ask it for the set's files."""
+        return backend_named(self.format)
 
     @functools.cached_property
     def size_bytes(self) -> int:
@@ -76,30 +78,6 @@ def _field(meta: dict[str, Any], section: str, name: str) -> Any:
     return part.get(name) if isinstance(part, dict) else None
 
 
-def _split_name(name: str) -> tuple[str, str] | None:
-    for suffix in SUFFIXES[::-1]:  # longest first
-        if name.endswith(suffix):
-            return name[: -len(suffix)], suffix
-    return None
-
-
-def _read_meta(path: AnyPath, suffix: str) -> Any:
-    """The raw featstore attribute of a set (any JSON value), None if it has none.
-
-    Raises OSError / ValueError when the metadata cannot be read at all."""
-    if suffix == ".zarr":
-        group = json.loads((path / "zarr.json").read_text())
-        attrs = group.get("attributes") if isinstance(group, dict) else None
-        if not isinstance(group, dict) or not isinstance(attrs, (dict, type(None))):
-            raise ValueError("zarr.json is not a Zarr group's metadata (not a JSON object)")
-        return (attrs or {}).get(schema.META_ATTR)
-    import h5py
-
-    with path.open("rb") as raw_file, h5py.File(raw_file, "r") as f:
-        raw = f.attrs.get(schema.META_ATTR)
-        return json.loads(raw) if raw is not None else None
-
-
 def _classify(meta: Any, name: str) -> tuple[str, str]:
     """(state, problem) of a set whose featstore attribute is ``meta``."""
     if not isinstance(meta, dict):
@@ -120,25 +98,26 @@ def _classify(meta: Any, name: str) -> tuple[str, str]:
 def inspect(path: Any) -> Entry | None:
     """The feature set at ``path`` as a root lists it, or None if it is not one.
 
-    A set is a ``.zarr`` folder or ``.h5`` / ``.h5.partial`` file carrying featstore
-    metadata; one whose metadata is missing or unreadable counts (as ``damaged``) only
-    when its name is a content key, so a stranger's ``notes.zarr`` is never ours.
+    A set is named as a backend names its sets (``KEY.zarr``, ``KEY.h5``, or the working
+    name of one being written, ``KEY.h5.partial``) and carries featstore metadata; one
+    whose metadata is missing or unreadable counts (as ``damaged``) only when its name
+    is a content key, so a stranger's ``notes.zarr`` is never ours.
     """
     path = as_path(path)
-    parts = _split_name(path.name)
+    parts = split_name(path.name)
     if parts is None:
         return None
-    key, suffix = parts
-    fmt = "zarr" if suffix == ".zarr" else "hdf5"
-    if suffix == ".h5.partial":  # being written (maybe right now), or interrupted
+    backend, key, final = parts
+    fmt = backend.format
+    if not final:  # being written (maybe right now), or interrupted: not read
         return Entry(key, path, fmt, False, {})
     try:
-        meta, problem = _read_meta(path, suffix), ""
+        meta, problem = backend.read_metadata(path), ""
     except FileNotFoundError:
         if not location.exists(path):
             return None
-        meta, problem = None, ("it has no zarr.json (its writer was killed before writing "
-                               "it, or files were removed)")
+        meta, problem = None, (f"it has no {backend.metadata_file} (its writer was killed "
+                               "before writing it, or files were removed)")
     except (OSError, ValueError, KeyError, TypeError) as err:
         meta, problem = None, f"its metadata cannot be read ({type(err).__name__}: {err})"
     if meta is None:
@@ -159,21 +138,8 @@ def is_damaged(path: Any) -> bool:
 
 def looks_like_set(path: Any) -> bool:
     """Whether ``path`` holds only what featstore writes into a set (used before removing
-    a damaged one): a folder of featstore's arrays and zarr.json, or an HDF5 file."""
-    fs, p = location.fs_and_path(path)
-    name = as_path(path).name
-    if name.endswith(".zarr"):
-        if not fs.isdir(p):
-            return False
-        names = {n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(p, detail=False)}
-        # A killed atomic write leaves `.NAME.XXXXXXXX.tmp` (location.put_atomic).
-        return all(n in ZARR_MEMBERS or (n.startswith(".") and n.endswith(".tmp"))
-                   for n in names)
-    if not fs.isfile(p):
-        return False
-    with fs.open(p, "rb") as f:
-        head = f.read(len(HDF5_SIGNATURE))
-    return head in (b"", HDF5_SIGNATURE)
+    a damaged one), as its backend judges."""
+    return backend_for(path).looks_like_set(path)
 
 
 def clear_damaged(path: Any) -> str | None:
@@ -206,9 +172,8 @@ class Root:
         self.path = as_path(path)
 
     def path_for(self, key: str, format: str = "zarr") -> AnyPath:
-        if format not in ("zarr", "hdf5"):
-            raise ConfigError(f"The 'format' option must be 'zarr' or 'hdf5'. Got {format!r} instead.")
-        return self.path / f"{key}{'.zarr' if format == 'zarr' else '.h5'}"
+        """Where the finished set of ``key`` in ``format`` is (or would be)."""
+        return self.path / backend_named(format).name_for(key)
 
     def __iter__(self) -> Iterator[Entry]:
         return self._scan()
@@ -219,8 +184,8 @@ class Root:
         if not self.path.is_dir():
             return
         for child in sorted(self.path.iterdir()):
-            parts = _split_name(child.name)
-            if parts is None or (prefix and not parts[0].startswith(prefix)):
+            parts = split_name(child.name)
+            if parts is None or (prefix and not parts[1].startswith(prefix)):
                 continue
             entry = inspect(child)
             if entry is not None and (damaged or entry.state != DAMAGED):
@@ -247,7 +212,7 @@ class Root:
             )
         keys = {e.key for e in matches}
         if len(keys) > 1:
-            raise FeatstoreError(
+            raise AmbiguousKeyError(
                 f"Key prefix {prefix!r} is ambiguous in {self.path}: it matches "
                 f"{', '.join(sorted(keys)[:5])}. Give more characters."
             )
@@ -263,12 +228,13 @@ class Root:
 def resolve_store_path(path: str | Path | AnyPath) -> AnyPath:
     """A store path as given, or ``ROOT/KEY_PREFIX`` resolved within its root."""
     path = as_path(path)
-    if path.name.endswith(SUFFIXES) or path.exists():
-        if not path.exists() and location.with_suffix_added(path, ".partial").exists():
+    if is_set_name(path.name) or path.exists():
+        working = backend_for(path).working_path(path)
+        if not path.exists() and working != path and working.exists():
             from featstore.errors import StoreIncompleteError
 
             raise StoreIncompleteError(
-                f"{path} is incomplete: only {path.name}.partial exists, an interrupted "
+                f"{path} is incomplete: only {working.name} exists, an interrupted "
                 "extraction. Rerun the same `featstore extract` command to resume it."
             )
         return path
@@ -340,10 +306,10 @@ def set_to_remove(target: Any) -> Entry:
         if entry is None:
             raise _not_a_set(path)
         return check_removable(entry)
-    if path.name.endswith(SUFFIXES):
-        partial = location.with_suffix_added(path, ".partial")
-        if path.name.endswith(".h5") and partial.exists():
-            return set_to_remove(partial)  # an interrupted HDF5 extraction
+    if is_set_name(path.name):
+        working = backend_for(path).working_path(path)
+        if working != path and working.exists():
+            return set_to_remove(working)  # an interrupted extraction (HDF5)
         raise StoreNotFoundError(f"No feature set at {path}. See `featstore ls {path.parent}`.")
     if not path.parent.is_dir():
         raise StoreNotFoundError(
@@ -376,9 +342,7 @@ def unfinished_sets(root: Any) -> list[Entry]:
 
 def live_writer(entry: Entry) -> str | None:
     """Who is writing ``entry`` now (its key's lease is live), or None."""
-    from featstore.store.lease import Lease
-
-    lease = Lease(entry.path.parent, entry.key)
+    lease = Lease(entry.path.parent, entry.key)  # only read: whose it is
     holder = lease.holder()
     if holder is None or lease.expired(holder):
         return None
@@ -389,18 +353,12 @@ def remove_set(entry: Entry) -> None:
     """Remove one set while holding its key's lease, so no writer races the removal.
 
     Raises FeatstoreError (naming the writer) if another process holds a live lease."""
-    from featstore.store.lease import Lease
-
-    lease = Lease(entry.path.parent, entry.key)
-    if not lease.acquire():
-        holder = lease.holder()
-        raise FeatstoreError(busy_message(entry, holder.describe() if holder else "another "
-                                          "process"))
-    lease.start_heartbeat()
     try:
-        location.remove(entry.path)
-    finally:
-        lease.release(remove=True)
+        with hold_lease(entry.path.parent, entry.key, wait=False):
+            location.remove(entry.path)
+    except LeaseBusyError as err:
+        raise FeatstoreError(busy_message(entry, err.holder.describe() if err.holder
+                                          else "another process")) from None
 
 
 def busy_message(entry: Entry, who: str) -> str:

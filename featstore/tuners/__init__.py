@@ -1,13 +1,37 @@
-"""Tuners on cached features: LP, MLP tuning and NMTune (scikit-learn contract), and
-NMTune's regularisers for any PyTorch loop."""
+"""Tuners on cached features: LP, MLP tuning, NMTune and a logistic-regression baseline
+(scikit-learn contract), and NMTune's regularisers for any PyTorch loop.
 
-from featstore.tuners.base import BaseTuner, NotFittedError
-from featstore.tuners.models import LinearProbe, MLPTuner, NMTune
-from featstore.tuners.regularizers import consistency_loss, covariance_loss, singular_value_loss
+The methods are registered in :mod:`featstore.tuners.registry` (`featstore tune --method`,
+the sweep, the report's order and the demo read it). Importing this package never imports
+torch: the estimators and losses are loaded on first use.
+"""
 
-#: Registry by class name (used to load saved heads) and by short name.
-TUNERS = {"LinearProbe": LinearProbe, "MLPTuner": MLPTuner, "NMTune": NMTune}
-SHORT_NAMES = {"lp": LinearProbe, "mlp": MLPTuner, "nmtune": NMTune}
+from __future__ import annotations
 
-__all__ = ["BaseTuner", "LinearProbe", "MLPTuner", "NMTune", "NotFittedError", "TUNERS",
-           "SHORT_NAMES", "consistency_loss", "covariance_loss", "singular_value_loss"]
+import importlib
+from typing import Any
+
+from featstore.tuners import builtin  # noqa: F401  (registers featstore's methods)
+from featstore.tuners.registry import (TunerEntry, create_tuner, get_tuner, list_tuners,
+                                       register_tuner, tuner_entries, unregister_tuner)
+
+#: Names loaded on first use -> the module that defines them.
+_LAZY = {
+    "BaseTuner": "featstore.tuners.base",
+    "NotFittedError": "featstore.tuners.base",
+    "LinearProbe": "featstore.tuners.models",
+    "MLPTuner": "featstore.tuners.models",
+    "NMTune": "featstore.tuners.models",
+    "consistency_loss": "featstore.tuners.regularizers",
+    "covariance_loss": "featstore.tuners.regularizers",
+    "singular_value_loss": "featstore.tuners.regularizers",
+}
+
+__all__ = [*_LAZY, "TunerEntry", "create_tuner", "get_tuner", "list_tuners", "register_tuner",
+           "tuner_entries", "unregister_tuner"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'featstore.tuners' has no attribute {name!r}")

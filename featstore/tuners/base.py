@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import time
 from pathlib import Path
 from typing import Any
@@ -13,51 +12,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from featstore.utils.devices import resolve_device
 from featstore.errors import ConfigError, DataError, FeatstoreError
+from featstore.utils.atomic import atomic_write
+from featstore.utils.devices import resolve_device
+from featstore.utils.validation import INF, Interval, Options, OrNone, check
 
 
 class NotFittedError(FeatstoreError, AttributeError):
     """predict/transform/score called before fit."""
 
 
-def _interval(lo: float, hi: float, closed: str) -> str:
-    left = "[" if closed in ("both", "left") else "("
-    right = "]" if closed in ("both", "right") else ")"
-    return f"{left}{lo}, {hi}{right}"
-
-
-class Interval:
-    """A numeric constraint, rendered in scikit-learn's message shape."""
-
-    def __init__(self, kind: type, lo: float, hi: float, closed: str = "both"):
-        self.kind, self.lo, self.hi, self.closed = kind, lo, hi, closed
-
-    def ok(self, v: Any) -> bool:
-        if isinstance(v, bool) or not isinstance(v, numbers.Real):
-            return False
-        if self.kind is int and not float(v).is_integer():
-            return False
-        lo_ok = v >= self.lo if self.closed in ("both", "left") else v > self.lo
-        hi_ok = v <= self.hi if self.closed in ("both", "right") else v < self.hi
-        return lo_ok and hi_ok
-
-    def __str__(self) -> str:
-        return f"{'an int' if self.kind is int else 'a float'} in {_interval(self.lo, self.hi, self.closed)}"
-
-
-class Options:
-    def __init__(self, *values: Any):
-        self.values = values
-
-    def ok(self, v: Any) -> bool:
-        return v in self.values
-
-    def __str__(self) -> str:
-        return "one of " + ", ".join(repr(v) for v in self.values)
-
-
-INF = math.inf
 
 
 def _is_store(X: Any) -> bool:
@@ -115,6 +79,7 @@ class BaseTuner:
         "schedule": Options("cosine", "linear", "constant"),
         "task": Options("auto", "classification", "regression"),
         "stream": Options("auto", "always", "never"),
+        "random_state": OrNone(Interval(int, 0, INF, "left")),
     }
 
     def __init__(self, *, lr: float = 1e-3, weight_decay: float = 1e-4, epochs: int = 30,
@@ -155,10 +120,7 @@ class BaseTuner:
         for klass in reversed(type(self).__mro__):
             constraints.update(getattr(klass, "_constraints", {}))
         for name, rule in constraints.items():
-            value = getattr(self, name)
-            if not rule.ok(value):
-                raise ConfigError(f"The '{name}' parameter of {type(self).__name__} must be "
-                                  f"{rule}. Got {value!r} instead.")
+            check(name, getattr(self, name), rule, owner=type(self).__name__, noun="parameter")
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
@@ -168,12 +130,6 @@ class BaseTuner:
     # -- to override ----------------------------------------------------------------------
     def _build(self, dim: int, n_out: int) -> nn.Module:
         raise NotImplementedError
-
-    def _extra_loss(self, model: nn.Module, f: torch.Tensor, views: torch.Tensor | None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (z for the classifier, extra loss). Default: none."""
-        z = model.tuner(f) if hasattr(model, "tuner") else f
-        return z, f.new_zeros(())
 
     # -- fit / predict --------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> "BaseTuner":
@@ -265,15 +221,13 @@ class BaseTuner:
         return history
 
     def _batch_loss(self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        if xb.ndim == 3:  # K views: view 0 is f; the others are augmented inputs
-            f, views = xb[:, 0], xb[:, 1:]
-        else:
-            f, views = xb, None
-        z, extra = self._extra_loss(model, f, views)
-        out = model.head(z)
+        """The supervised loss of the head on view 0 (subclasses with a tuner override it:
+        models.MLPTuner trains on every view, NMTune adds its regularisers)."""
+        f = xb[:, 0] if xb.ndim == 3 else xb
+        out = model.head(model.tuner(f) if hasattr(model, "tuner") else f)
         if self.task_ == "classification":
-            return nn.functional.cross_entropy(out, yb) + extra
-        return nn.functional.mse_loss(out.squeeze(-1), yb) + extra
+            return nn.functional.cross_entropy(out, yb)
+        return nn.functional.mse_loss(out.squeeze(-1), yb)
 
     def _apply(self, X: Any, fn: Any) -> np.ndarray:
         """``fn`` (tensor -> tensor) over the features of X, chunk by chunk for a store
@@ -282,11 +236,11 @@ class BaseTuner:
 
         self._check_fitted()
         if _is_store(X) and should_stream(X, self.stream):
-            self._check_backbone(_store_backbone_key(X))
+            self.check_backbone(_store_backbone_key(X))
             blocks = iter_store_rows(X)
         else:
             X, _, key = as_arrays(X)
-            self._check_backbone(key)
+            self.check_backbone(key)
             blocks = iter([X])
         device = next(self.model_.parameters()).device
         out = []
@@ -299,7 +253,10 @@ class BaseTuner:
                 out.append(fn(torch.from_numpy(np.ascontiguousarray(x)).to(device)).cpu().numpy())
         return np.concatenate(out)
 
-    def _check_backbone(self, key: str | None) -> None:
+    def check_backbone(self, key: str | None) -> None:
+        """Refuse features of another backbone than the one this head was trained on
+        (``key``: :func:`featstore.utils.keys.backbone_key` of a store's metadata; None
+        for plain arrays, which carry no key and are not checked)."""
         if key and self.backbone_key_ and key != self.backbone_key_:
             raise DataError("These features come from another backbone (weights, layer, pooling "
                             "or preprocessing) than the one this head was trained on; use a "
@@ -337,18 +294,18 @@ class BaseTuner:
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write ``PATH.safetensors`` (weights) and ``PATH.json`` (params, classes, key)."""
-        from safetensors.torch import save_file
+        """Write ``PATH.safetensors`` (weights) and ``PATH.json`` (params, classes, key),
+        each whole or not at all; the .json, which :meth:`load` reads first, last."""
+        from safetensors.torch import save
 
         self._check_fitted()
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
-        save_file(state, str(path.with_suffix(".safetensors")))
+        atomic_write(path.with_suffix(".safetensors"), save(state))
         meta = {"tuner": type(self).__name__, "params": self.get_params(), "task": self.task_,
                 "classes": self.classes_.tolist() if self.task_ == "classification" else None,
                 "n_features_in": self.n_features_in_, "backbone_key": self.backbone_key_}
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str))
+        atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2, default=str))
         return path.with_suffix(".json")
 
     @classmethod
@@ -357,7 +314,7 @@ class BaseTuner:
         unpickled); anything else at ``path`` is refused as not a featstore head."""
         from safetensors.torch import load_file
 
-        from featstore.tuners import TUNERS
+        from featstore.tuners.registry import head_classes
 
         path = Path(path)
 
@@ -372,10 +329,11 @@ class BaseTuner:
         need = {"tuner", "params", "task", "classes", "n_features_in", "backbone_key"}
         if not isinstance(meta, dict) or not need <= set(meta):
             raise foreign(f"its .json must be an object with keys {sorted(need)}")
-        klass = TUNERS.get(meta["tuner"]) if isinstance(meta["tuner"], str) else None
+        known = head_classes()
+        klass = known.get(meta["tuner"]) if isinstance(meta["tuner"], str) else None
         if klass is None:
             raise foreign(f"unknown tuner {str(meta['tuner'])[:40]!r}; expected one of "
-                          f"{', '.join(TUNERS)}")
+                          f"{', '.join(known)}")
         try:
             tuner = klass(**meta["params"])
             tuner._validate_params()

@@ -16,8 +16,6 @@ import torch
 
 from featstore.errors import DataError
 
-STREAM_MODES = ("auto", "always", "never")
-
 
 def available_memory() -> int:
     """Bytes of memory available to this process (MemAvailable on Linux)."""

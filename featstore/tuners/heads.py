@@ -1,4 +1,4 @@
-"""The networks tuners train: a linear classifier, and NMTune's MLP (method.md §2)."""
+"""The networks tuners train: a linear classifier, and NMTune's MLP (docs/tune.md)."""
 
 from __future__ import annotations
 

@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from featstore.errors import ConfigError, DataError
-from featstore.tuners.base import INF, Interval, NotFittedError, as_arrays
+from featstore.errors import DataError
+from featstore.tuners.base import NotFittedError, as_arrays
+from featstore.utils.validation import INF, Interval, ListOf, OrNone, check_all
 
 
 class LogRegBaseline:
@@ -16,8 +17,10 @@ class LogRegBaseline:
     training data (never the test split), then refit on all of it (as CLIP_benchmark
     and the CLIP paper do)."""
 
-    _constraints = {"val_fraction": Interval(float, 0, 1, "neither"),
-                    "max_iter": Interval(int, 1, INF, "left")}
+    _constraints = {"Cs": ListOf(Interval(float, 0, INF, "neither")),
+                    "val_fraction": Interval(float, 0, 1, "neither"),
+                    "max_iter": Interval(int, 1, INF, "left"),
+                    "random_state": OrNone(Interval(int, 0, INF, "left"))}
 
     def __init__(self, *, Cs: tuple[float, ...] = tuple(10.0 ** np.arange(-4, 3)),
                  val_fraction: float = 0.2, max_iter: int = 1000, random_state: int | None = 0):
@@ -33,17 +36,8 @@ class LogRegBaseline:
         return self
 
     def _validate_params(self) -> None:
-        """The same message shape as the other tuners; Cs: positive, finite numbers."""
-        for name, rule in self._constraints.items():
-            if not rule.ok(getattr(self, name)):
-                raise ConfigError(f"The '{name}' parameter of LogRegBaseline must be {rule}. "
-                                  f"Got {getattr(self, name)!r} instead.")
-        positive = Interval(float, 0, INF, "neither")
-        cs = self.Cs
-        if not isinstance(cs, (list, tuple, np.ndarray)) or len(cs) == 0 or \
-                not all(positive.ok(c) for c in cs):
-            raise ConfigError("The 'Cs' parameter of LogRegBaseline must be a non-empty list of "
-                              f"floats in (0, inf). Got {cs!r} instead.")
+        """The same rules and message shape as the other tuners."""
+        check_all(self, self._constraints, owner="LogRegBaseline", noun="parameter")
 
     def fit(self, X: Any, y: Any = None) -> "LogRegBaseline":
         from sklearn.linear_model import LogisticRegression

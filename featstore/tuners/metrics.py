@@ -1,4 +1,4 @@
-"""Evaluation metrics (method.md §3)."""
+"""Evaluation metrics (docs/tune.md: what `featstore tune` reports)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Linear probe, MLP tuning and NMTune (method.md §2)."""
+"""Linear probe, MLP tuning and NMTune (docs/tune.md: the method and its options)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from featstore.tuners.base import INF, BaseTuner, Interval, Options
+from featstore.tuners.base import BaseTuner
 from featstore.tuners.heads import ACTIVATIONS, TunerMLP
-from featstore.tuners.regularizers import (consistency_loss, covariance_and_singular_value_loss, covariance_loss,
-                           singular_value_loss)
+from featstore.tuners.regularizers import (consistency_loss, covariance_and_singular_value_loss,
+                                           covariance_loss, singular_value_loss)
+from featstore.utils.validation import INF, Boolean, Interval, Options, OrNone
 
 
 class _Net(nn.Module):
@@ -54,8 +55,10 @@ class MLPTuner(BaseTuner):
 
     _constraints = {
         "depth": Interval(int, 1, INF, "left"),
-        "hidden": Interval(int, 1, INF, "left"),
+        "hidden": OrNone(Interval(int, 1, INF, "left")),  # None: D, the features' width
         "activation": Options(*ACTIVATIONS),
+        "batchnorm": Boolean(),
+        "residual": Boolean(),
         "residual_init": Interval(float, -INF, INF, "neither"),
     }
 
@@ -69,15 +72,6 @@ class MLPTuner(BaseTuner):
                          random_state=random_state)
         self.depth, self.hidden, self.activation = depth, hidden, activation
         self.batchnorm, self.residual, self.residual_init = batchnorm, residual, residual_init
-
-    def _validate_params(self) -> None:
-        hidden = self.hidden
-        if hidden is None:
-            self.hidden = 1  # validated as "given" below; None means D
-        try:
-            super()._validate_params()
-        finally:
-            self.hidden = hidden
 
     def _build(self, dim: int, n_out: int) -> nn.Module:
         mlp = TunerMLP(dim, hidden=self.hidden or dim, depth=self.depth, activation=self.activation,

@@ -1,4 +1,4 @@
-"""NMTune's three regularisers (method.md §2), usable in any PyTorch training loop.
+"""NMTune's three regularisers (docs/tune.md), usable in any PyTorch training loop.
 
 All three are computed through B×B (or D×D, whichever is smaller) matrices, so they
 add little to an MLP's step: no D×D covariance is formed when B < D, and no SVD of
@@ -10,9 +10,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from featstore.utils.validation import INF, Interval, check
+
 #: Eigenvalues below this are clamped before the square root: d√λ/dλ = 1/(2√λ) is
 #: infinite at 0, and rank-deficient batches (B < D, or duplicate rows) have zeros.
 EIG_EPS = 1e-10
+#: How many of the largest singular values L_SVD averages.
+TOP_K = Interval(int, 1, INF, "left")
 
 
 def consistency_loss(z: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -42,8 +46,7 @@ def singular_values(z: torch.Tensor) -> torch.Tensor:
 
 def singular_value_loss(z: torch.Tensor, k: int = 1) -> torch.Tensor:
     """L_SVD = −mean_{i≤k} σ_i(Z)/Σ_j σ_j(Z) on the uncentred batch (k=1: the paper)."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}.")
+    check("k", k, TOP_K, owner="singular_value_loss", noun="parameter")
     sigma = singular_values(z)
     return -(sigma[:k] / sigma.sum()).mean()
 
@@ -59,8 +62,7 @@ def covariance_and_singular_value_loss(z: torch.Tensor, k: int = 1
     b, d = z.shape
     if b < 2:
         raise ValueError("covariance_loss needs a batch of at least 2 samples.")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}.")
+    check("k", k, TOP_K, owner="covariance_and_singular_value_loss", noun="parameter")
     if b > d:  # the D×D route is already the small one: nothing to share
         return covariance_loss(z), singular_value_loss(z, k)
     g = z @ z.T

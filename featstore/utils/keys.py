@@ -44,9 +44,10 @@ def library_versions() -> dict[str, str | None]:
 
 
 def created_by() -> str:
+    """``user@host``: who made a feature set, holds a lease or wrote a record."""
     try:
         user = getpass.getuser()
-    except (KeyError, OSError):
+    except (KeyError, OSError, ImportError):  # no user name (containers without one)
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
 

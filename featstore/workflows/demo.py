@@ -9,18 +9,20 @@ from featstore.analysis.spectrum import spectrum_of_store
 from featstore.extract import ExtractConfig, extract
 from featstore.workflows.report import write_report
 from featstore.store import open_store
+from featstore.tuners.registry import list_tuners
 from featstore.workflows.tuning import tune
 
 BACKBONE = "efficientnet-lite0"
-IMAGE_SIZE = 112  # offline-assets.md: Lite0 at 112 px keeps ~100 img/s on 2 CPU cores
-METHODS = ("lp", "mlp", "nmtune")
+#: Lite0 at 112 px keeps ~100 img/s on 2 CPU cores (benchmarks/extract_throughput.py).
+IMAGE_SIZE = 112
 
 
 def run_demo(root: str = "featstore-demo", *, limit: int | None = None, device: str = "auto",
              seeds: int = 2, epochs: int = 30,
              echo: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """MNIST-5k (ID) and UCI digits (OOD) through EfficientNet-Lite0 once, then LP, MLP
-    and NMTune heads on the cache, the spectra, and a report. Returns a summary."""
+    """MNIST-5k (ID) and UCI digits (OOD) through EfficientNet-Lite0 once, then the
+    heads the tuner registry flags for the demo (LP, MLP, NMTune) on the cache, the
+    spectra, and a report. Returns a summary."""
     say = echo or (lambda s: None)
     results = []
     for dataset, splits in [("mnist-5k", ["train", "test"]), ("uci-digits", ["test"])]:
@@ -34,7 +36,7 @@ def run_demo(root: str = "featstore-demo", *, limit: int | None = None, device: 
     results_file = Path(root) / "results.jsonl"
     results_file.unlink(missing_ok=True)  # the demo's report shows this run only
     tuned = {}
-    for method in METHODS:
+    for method in list_tuners(demo=True):
         say(f"[2/4] tune: {method} on the cached features, {seeds} seeds, {epochs} epochs")
         params = {"epochs": epochs, "device": device}
         tuned[method] = tune(train, test, [ood], method, seeds=seeds, params=params,

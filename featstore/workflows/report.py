@@ -8,15 +8,21 @@ from typing import Any
 
 import numpy as np
 
-from featstore.errors import DataError, MissingDependencyError
+from featstore.errors import DataError, MissingDependencyError, NotFoundError
+from featstore.tuners.registry import list_tuners
 
-METHOD_ORDER = ["logreg", "lp", "mlp", "nmtune", "nmtune-authors"]
+
+def method_rank(method: str) -> int:
+    """Where a method goes in tables and legends: the tuner registry's order (the
+    baseline first); methods it does not know (from an older results file) go last."""
+    order = list_tuners()
+    return order.index(method) if method in order else len(order)
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
-        raise DataError(f"No results file at {path}. Write one with `featstore tune ... --results {path}`.")
+        raise NotFoundError(f"No results file at {path}. Write one with `featstore tune ... --results {path}`.")
     records = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
@@ -71,9 +77,11 @@ def results_table(records: list[dict[str, Any]], metric: str = "accuracy") -> An
                     kinds.setdefault(name, sc["kind"])
     cols = sorted(kinds, key=lambda c: (kinds[c] != "id", c))
     out = []
-    order = lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99  # noqa: E731
-    for (method, train, label), row in sorted(rows.items(), key=lambda kv: (kv[0][1], order(kv[0][0]),
-                                                                     ratio_of[kv[0]], kv[0][2])):
+    def row_order(item: Any) -> tuple[Any, ...]:
+        (method, train, label) = item[0]
+        return train, method_rank(method), ratio_of[item[0]], label
+
+    for (method, train, label), row in sorted(rows.items(), key=row_order):
         line: dict[str, Any] = {"train": train, "method": f"{method} {label}".strip()}
         for c in cols:
             v = list(row.get(c, {}).values())
@@ -193,8 +201,7 @@ def noise_plot(records: list[dict[str, Any]], path: Path, metric: str = "accurac
     fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), layout="constrained",
                              squeeze=False)
     for ax, kind in zip(axes[0], kinds):
-        for (k, method), series in sorted(acc.items(), key=lambda kv: METHOD_ORDER.index(kv[0][1])
-                                          if kv[0][1] in METHOD_ORDER else 99):
+        for (k, method), series in sorted(acc.items(), key=lambda kv: method_rank(kv[0][1])):
             if k != kind:
                 continue
             xs = sorted(series)

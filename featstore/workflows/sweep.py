@@ -19,8 +19,11 @@ from typing import Any, Callable
 from featstore.utils import keys
 from featstore.errors import ConfigError
 from featstore.store import open_store
-from featstore.data.outputs import check_output_file
-from featstore.workflows.tuning import METHODS, NOT_USED, check_method_options, check_params, method_params, seed_list, tune
+from featstore.utils.outputs import check_output_file
+from featstore.utils.validation import INF, Interval, OrNone, Text, check
+from featstore.tuners.registry import get_tuner, list_tuners
+from featstore.workflows.tuning import (SEEDS, check_method_options, check_params, method_params,
+                                         seed_list, tune)
 
 KNOWN = {"results", "jobs", "methods", "seeds", "grid", "params", "workers", "root"}
 JOB_KEYS = {"train", "test", "ood", "name"}
@@ -66,9 +69,8 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     for need in ("results", "jobs", "methods"):
         if need not in cfg:
             raise ConfigError(f"Sweep file {path} needs '{need}'.")
-    if not isinstance(cfg["results"], str) or not cfg["results"].strip():
-        raise ConfigError(f"'results' in {path} must be a file path (JSON lines are appended "
-                          f"to it); got {cfg['results']!r}.")
+    owner = f"the sweep file {path}"
+    check("results", cfg["results"], Text(), owner=owner)  # a file; JSON lines are appended
     check_output_file(cfg["results"], f"'results' in {path}:")
     _check_jobs(cfg["jobs"], path)
     if isinstance(cfg["methods"], str):
@@ -78,22 +80,14 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"'methods' in {path} must be a non-empty list, e.g. [lp, nmtune]; "
                           f"got {methods!r}.")
     for m in methods:
-        if m not in METHODS:
-            raise ConfigError(f"Unknown method {m!r} in {path}; expected one of {', '.join(METHODS)}.")
+        if m not in list_tuners():
+            raise ConfigError(f"Unknown method {m!r} in {path}; expected one of "
+                              f"{', '.join(list_tuners())}.")
     if len(set(methods)) != len(methods):
         raise ConfigError(f"'methods' in {path} lists a method twice: {methods}.")
-    try:
-        seed_list(cfg.get("seeds", 3))
-    except ConfigError:
-        raise ConfigError(f"'seeds' in {path} must be a number of seeds (an int >= 1) or a "
-                          f"non-empty list of ints >= 0; got {cfg.get('seeds')!r}.") from None
-    workers = cfg.get("workers")
-    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool)
-                                or workers < 1):
-        raise ConfigError(f"'workers' in {path} must be an int >= 1 (worker processes); got "
-                          f"{workers!r}.")
-    if cfg.get("root") is not None and not isinstance(cfg["root"], str):
-        raise ConfigError(f"'root' in {path} must be a folder or URL; got {cfg['root']!r}.")
+    check("seeds", cfg.get("seeds", 3), SEEDS, owner=owner)
+    check("workers", cfg.get("workers"), OrNone(Interval(int, 1, INF, "left")), owner=owner)
+    check("root", cfg.get("root"), OrNone(Text()), owner=owner)  # a folder or URL
     _check_params(cfg, path)
     return cfg
 
@@ -127,7 +121,7 @@ def _common(cfg: dict[str, Any], method: str) -> dict[str, Any]:
 
 def _harmless(method: str, name: str, value: Any) -> bool:
     """``name: value`` is an option ``method`` does not use, at a harmless value."""
-    harmless = NOT_USED.get(method, {}).get(name, ((), ""))[0]
+    harmless = get_tuner(method).not_used.get(name, ((), ""))[0]
     return isinstance(value, str) and value.strip().lower() in harmless
 
 

@@ -10,75 +10,28 @@ from typing import Any
 import numpy as np
 
 from featstore.utils import keys
-from featstore.errors import ConfigError, DataError
+from featstore.errors import ConfigError, DataError, NotFoundError
 from featstore.analysis.spectrum import spectrum_of_blocks
-from featstore.data.outputs import check_output_dir, check_output_file
+from featstore.utils.outputs import check_output_dir, check_output_file
+from featstore.utils.validation import INF, AnyOf, Interval, ListOf, Options, check
 from featstore.store import open_store
 from featstore.tuners.metrics import classification_metrics, regression_metrics
+from featstore.tuners.registry import create_tuner, get_tuner, tuner_entries
 
-METHODS = ("lp", "mlp", "nmtune", "nmtune-authors", "logreg")
-
-#: Options a method has no use for: the values that are harmless to pass anyway (they
-#: ask for what the method does regardless, so a loop over methods with the same flags
-#: runs), and why any other value is refused (it would silently change nothing the
-#: user asked for). Options of a method not listed here are its own.
-NOT_USED: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
-    "logreg": {
-        "device": (("auto", "cpu"), "logreg runs on the CPU (scikit-learn) and would not use "
-                   "the GPU. Pass --device cpu or auto (accepted by every method), or train "
-                   "lp/mlp/nmtune on the GPU"),
-        "stream": (("auto", "never"), "logreg always loads the features into memory; it "
-                   "cannot stream them. Pass --stream auto or never, or use lp/mlp/nmtune"),
-        "epochs": ((), "logreg fits L-BFGS to convergence and picks C on a validation split, "
-                   "so it has no epochs. Leave --epochs out for logreg"),
-        "lr": ((), "logreg (L-BFGS) has no learning rate. Leave --lr out for logreg"),
-        "batch_size": ((), "logreg is full-batch. Leave --batch-size out for logreg"),
-    },
-}
-#: What ``NMTune.authors_variant`` fixes: not parameters of ``nmtune-authors``.
-AUTHORS_FIXED = {"lambda_mse", "lambda_cov", "lambda_svd", "svd_top_k", "hidden", "batchnorm",
-                 "residual"}
 #: Parameters of ``tune`` itself (label noise), taken by every method.
 TUNE_PARAMS = {"train_noise", "noise_kind"}
 
 
-def make_tuner(method: str, dim: int, seed: int, params: dict[str, Any]) -> Any:
-    from featstore.tuners.logreg import LogRegBaseline
-    from featstore.tuners.models import LinearProbe, MLPTuner, NMTune
-
-    if method == "lp":
-        return LinearProbe(random_state=seed, **params)
-    if method == "mlp":
-        return MLPTuner(random_state=seed, **params)
-    if method == "nmtune":
-        return NMTune(random_state=seed, **params)
-    if method == "nmtune-authors":
-        return NMTune.authors_variant(dim, random_state=seed, **params)
-    if method == "logreg":
-        return LogRegBaseline(random_state=seed, **params)
-    raise ConfigError(f"The 'method' option of tune must be one of {', '.join(METHODS)}. "
-                      f"Got {method!r} instead.")
-
-
 def method_params(method: str) -> set[str]:
     """The parameter names ``method`` takes (``random_state`` is the seed, set by tune)."""
-    from featstore.tuners import SHORT_NAMES, NMTune
-
-    if method == "logreg":
-        names = {"Cs", "val_fraction", "max_iter"}
-    elif method == "nmtune-authors":
-        names = set(NMTune._param_names()) - AUTHORS_FIXED
-    else:
-        names = set(SHORT_NAMES[method]._param_names())
-    return (names - {"random_state"}) | TUNE_PARAMS
+    return get_tuner(method).param_names() | TUNE_PARAMS
 
 
 def check_method_options(method: str, params: dict[str, Any]) -> dict[str, Any]:
     """``params`` for ``method``: harmless values of options it does not use are dropped
-    (see ``NOT_USED``); other values of them, and unknown names, are refused."""
-    if method not in METHODS:
-        make_tuner(method, 0, 0, {})  # the error that lists the methods
-    rules, out = NOT_USED.get(method, {}), {}
+    (see the registry entry's ``not_used``); other values of them, and unknown names, are
+    refused."""
+    rules, out = get_tuner(method).not_used, {}
     for name, value in params.items():
         if name not in rules:
             out[name] = value
@@ -97,23 +50,17 @@ def check_method_options(method: str, params: dict[str, Any]) -> dict[str, Any]:
 def check_params(method: str, params: dict[str, Any]) -> None:
     """Refuse bad hyperparameter values before any store is read, by the tuner's rules."""
     tuner_params = {k: v for k, v in params.items() if k not in TUNE_PARAMS}
-    make_tuner(method, 1, 0, tuner_params)._validate_params()
+    create_tuner(method, dim=1, random_state=0, **tuner_params)._validate_params()
+
+
+#: ``seeds``: how many (0, 1, ... n-1), or which.
+SEEDS = AnyOf(Interval(int, 1, INF, "left"), ListOf(Interval(int, 0, INF, "left")))
 
 
 def seed_list(seeds: Any) -> list[int]:
     """``seeds``: a count (>= 1) or a non-empty list of seeds (ints >= 0)."""
-    def bad() -> ConfigError:
-        return ConfigError("The 'seeds' option of tune must be a number of seeds (an int >= 1) "
-                           f"or a non-empty list of seeds (ints >= 0). Got {seeds!r} instead.")
-
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise bad()
-        return list(range(seeds))
-    if not isinstance(seeds, (list, tuple)) or not seeds or any(
-            not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
-        raise bad()
-    return list(seeds)
+    check("seeds", seeds, SEEDS, owner="tune")
+    return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
 
 
 def _finite_labels(fs: Any, y: np.ndarray, valid: np.ndarray, path: str) -> None:
@@ -185,15 +132,14 @@ def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int | lis
     train_noise = float(params.pop("train_noise", 0) or 0)
     noise_kind = params.pop("noise_kind", "symmetric")
     if train_noise:
-        from featstore.data.noise import KINDS, check_ratio
+        from featstore.data.noise import KINDS, RATIO
 
-        check_ratio(train_noise)
-        if noise_kind not in KINDS:
-            raise ConfigError(f"The 'noise_kind' option must be one of {', '.join(KINDS)}. "
-                              f"Got {noise_kind!r} instead.")
-    if save_heads and method == "logreg":
-        raise ConfigError("--save-heads applies to lp, mlp and nmtune heads, not logreg "
-                          "(a scikit-learn model is not saved as a head).")
+        check("train_noise", train_noise, RATIO, owner="tune")
+        check("noise_kind", noise_kind, Options(*KINDS), owner="tune")
+    if save_heads and not get_tuner(method).saves_heads:
+        raise ConfigError(f"--save-heads applies to the heads of "
+                          f"{', '.join(e.name for e in tuner_entries() if e.saves_heads)}; "
+                          f"{method} does not save one. Leave --save-heads out for it.")
     # Everything a user gave is checked before any store is read or any seed trained.
     params = check_method_options(method, params)
     check_params(method, params)
@@ -235,7 +181,8 @@ def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int | lis
 
             y_fit, flipped = add_label_noise(tr["y"], train_noise, noise_kind, seed=seed)
             n_noisy = int(flipped.sum())
-        est = _with_features(tr, lambda X: make_tuner(method, tr["dim"], seed, params).fit(X, y_fit))
+        est = _with_features(tr, lambda X: create_tuner(method, dim=tr["dim"], random_state=seed,
+                                                            **params).fit(X, y_fit))
         fit_s = time.perf_counter() - t0
         est.backbone_key_ = tr["backbone"]  # fitted on arrays: remember which backbone
         if save_heads:
@@ -312,6 +259,6 @@ def load_head(head: str) -> Any:
     if p.suffix in (".json", ".safetensors"):  # either file of the pair names the head
         p = p.with_suffix("")
     if not p.with_suffix(".json").exists():
-        raise DataError(f"No saved head at {head} (expected {p.with_suffix('.json')} and "
+        raise NotFoundError(f"No saved head at {head} (expected {p.with_suffix('.json')} and "
                         f"{p.with_suffix('.safetensors')}); save heads with `featstore tune --save-heads DIR`.")
     return BaseTuner.load(p)

@@ -20,8 +20,8 @@ from click.testing import CliRunner
 
 from featstore_cli.main import cli
 
-from conftest import make_images, tiny_extract_args
-from helpers import assert_unchanged, assert_user_error, snapshot
+from helpers import (assert_unchanged, assert_user_error, make_images, snapshot,
+                     tiny_extract_args)
 
 
 def _store(path: Path, X: np.ndarray, labels: np.ndarray, task: str) -> str:

@@ -28,10 +28,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import make_images, tiny_extract_args
 from featstore.store import Root
 from featstore_cli.main import cli
-from helpers import assert_unchanged, assert_user_error, snapshot
+from helpers import (assert_unchanged, assert_user_error, make_images, snapshot,
+                     tiny_extract_args)
 
 MANIFEST = "featstore-pack.json"
 MiB = 1 << 20
@@ -599,11 +599,11 @@ def _slow_reads(monkeypatch, seconds: float) -> None:
 
 
 def _short_leases(monkeypatch, seconds: float) -> None:
-    packmod = importlib.import_module("featstore.workflows.sharing.pack")
-    class Short(packmod.Lease):
+    leasemod = importlib.import_module("featstore.store.lease")  # hold_lease makes its Lease
+    class Short(leasemod.Lease):
         def __init__(self, root, key, **kw):
             super().__init__(root, key, seconds=seconds)
-    monkeypatch.setattr(packmod, "Lease", Short)
+    monkeypatch.setattr(leasemod, "Lease", Short)
 
 
 def test_unpack_renews_its_lease_so_no_one_takes_the_key(made, area, runner, monkeypatch):

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 import zarr
 
-from conftest import tiny_extract_args
-from helpers import assert_unchanged, assert_user_error, snapshot
+from helpers import assert_unchanged, assert_user_error, snapshot, tiny_extract_args
 
 from featstore.store import create_store, location, schema
 from featstore.store.lease import LEASE_DIR, Lease
@@ -436,7 +435,7 @@ def clean_run(tmp_path_factory) -> tuple[Path, Path, str]:
     """(data set, root, key) of one clean extraction, shared by the tests below."""
     from click.testing import CliRunner
 
-    from conftest import make_images
+    from helpers import make_images
 
     folder = tmp_path_factory.mktemp("clean")
     images, labels = make_images(48)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import socket
 import time
 from contextlib import contextmanager
@@ -73,16 +74,21 @@ def answer(s: Server, status: int, body: Any, expected: int, *needles: str) -> N
 
 
 def raw(s: Server, data: bytes, *, half_close: bool = False) -> tuple[int, Any, float]:
-    """Send bytes as they are; (status, JSON body, seconds until the answer ended)."""
+    """Send bytes as they are; (status, JSON body, seconds until the answer ended: its
+    Content-Length bytes read, or the connection closed)."""
     t0 = time.monotonic()
-    chunks = []
+    received = b""
     with socket.create_connection((s.host, int(s.port)), timeout=30) as sock:
         sock.sendall(data)
         if half_close:
             sock.shutdown(socket.SHUT_WR)
         while block := sock.recv(1 << 16):
-            chunks.append(block)
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+            received += block
+            head, sep, body = received.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length: *(\d+)", head)
+            if sep and length and len(body) >= int(length.group(1)):
+                break  # a keep-alive connection stays open: the answer is complete
+    head, _, body = received.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), json.loads(body), time.monotonic() - t0
 
 
@@ -219,16 +225,21 @@ RAW = {  # what is sent -> (status, what the error says)
                     "headers are too long"),
     "many headers": (post(b"{}", *[f"X-{i}: y" for i in range(120)], "Content-Length: 2"), 431,
                      "headers"),
-    "long request line": (f"GET /jobs?x={'a' * 70000} HTTP/1.1\r\n\r\n".encode(), 414,
-                          "request line is too long"),
+    "long request line": (f"GET /jobs?x={'a' * 70000} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+                          414, "request line is too long"),
     "unknown method": (b"BREW /jobs HTTP/1.1\r\nHost: x\r\n\r\n", 501, "not supported"),
     "bad version": (b"GET /health HTTP/9\r\nHost: x\r\n\r\n", 400, "version"),
-    "huge job id": (f"GET /jobs/{'9' * 30} HTTP/1.1\r\nAuthorization: Bearer {ALICE}\r\n\r\n"
-                    .encode(), 404, "job ids are integers"),
-    "unicode digit id": ("GET /jobs/\u0663 HTTP/1.1\r\nAuthorization: Bearer "
+    # HTTP/1.1 requires one Host header (RFC 9112, 3.2): h11 refuses a request without.
+    "no Host": (b"GET /health HTTP/1.1\r\n\r\n", 400, "one Host header"),
+    "huge job id": (f"GET /jobs/{'9' * 30} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                    f"{ALICE}\r\n\r\n".encode(), 404, "job ids are integers"),
+    "unicode digit id": ("GET /jobs/%D9%A3 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
                          f"{ALICE}\r\n\r\n".encode(), 404, "job ids are integers"),
-    "non-ASCII token": (b"GET /jobs HTTP/1.1\r\nAuthorization: Bearer \xe9\xff\r\n\r\n", 401,
-                        "token"),
+    # A request target is ASCII (RFC 3986): raw UTF-8 in it is refused before routing.
+    "raw unicode in the path": ("GET /jobs/\u0663 HTTP/1.1\r\nHost: x\r\nAuthorization: "
+                                f"Bearer {ALICE}\r\n\r\n".encode(), 400, "ASCII"),
+    "non-ASCII token": (b"GET /jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xe9\xff"
+                        b"\r\n\r\n", 401, "token"),
 }
 
 
@@ -247,17 +258,19 @@ BODIES = {  # a JSON body -> (status, what the error says)
     "null": (b"null", 400, "not an object"),
     "huge number": (b"9" * 5000, 400, "not valid JSON"),
     "NaN size": (b'{"backbone": "x:y", "dataset": "mnist-5k", "image_size": NaN}', 400,
-                 "'image_size' option must be an integer"),
+                 "'image_size' option of extract must be an int"),
     "unknown field": (json.dumps({**GOOD, "bakcbone": 1}).encode(), 400, "Unknown option"),
     "server field": (json.dumps({**GOOD, "root": "/"}).encode(), 400, "cannot be set"),
-    "size as text": (json.dumps({**GOOD, "image_size": "big"}).encode(), 400, "an integer"),
-    "batch as float": (json.dumps({**GOOD, "batch_size": 1.5}).encode(), 400, "an integer"),
+    "size as text": (json.dumps({**GOOD, "image_size": "big"}).encode(), 400,
+                     "must be an int in [1, 8192]"),
+    "batch as float": (json.dumps({**GOOD, "batch_size": 1.5}).encode(), 400,
+                       "must be an int in [1, 65536]"),
     "backbones a number": (json.dumps({**GOOD, "backbone": 5}).encode(), 400,
-                           "a non-empty string"),
+                           "a non-empty list of non-empty strings"),
     "splits of numbers": (json.dumps({**GOOD, "splits": [1]}).encode(), 400,
-                          "a non-empty string"),
+                          "a non-empty list of non-empty strings"),
     "pretrained as text": (json.dumps({**GOOD, "pretrained": "yes"}).encode(), 400,
-                           "true or false"),
+                           "must be a bool"),
     "column not a string": (json.dumps({**GOOD, "dataset_options": {"text_column": 1}})
                             .encode(), 400, "object of strings"),
     "unknown column option": (json.dumps({**GOOD, "dataset_options": {"path": "/etc"}})

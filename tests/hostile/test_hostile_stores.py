@@ -24,8 +24,8 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-from conftest import make_images, tiny_extract_args
-from helpers import assert_unchanged, assert_user_error, snapshot
+from helpers import (assert_unchanged, assert_user_error, make_images, snapshot,
+                     tiny_extract_args)
 
 from featstore.store import open_store
 from featstore_cli.main import cli

@@ -1,11 +1,12 @@
-"""The paper's motivating experiment in miniature (method.md §4–5), every step cached:
+"""The paper's motivating experiment in miniature (docs/experiments/noisy-pretraining.md),
+every step cached:
 
 1. pre-train one timm model per noise ratio on Fashion-MNIST (symmetric label noise on
    the training labels, a clean validation split);
 2. extract features of the downstream sets with each of them: MNIST-5k and UCI digits,
    each with its own train/test split;
-3. LP, MLP and NMTune over seeds: in-domain (train → test of the same set) and
-   out-of-domain (MNIST-5k → UCI digits and back);
+3. the tuners the registry flags for the demo (LP, MLP, NMTune) over seeds: in-domain
+   (train → test of the same set) and out-of-domain (MNIST-5k → UCI digits and back);
 4. SVE/LSVR of every raw feature set; the report with the paper-shaped plots.
 
 A rerun computes only what is new (another seed, tuner or ratio).
@@ -17,6 +18,9 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
+
+from featstore.errors import ConfigError, OtherRunExistsError
+from featstore.tuners.registry import list_tuners
 
 SIZES: dict[str, dict[str, Any]] = {
     # finishes in a few minutes on 2 CPU cores (CI runs it)
@@ -39,17 +43,21 @@ class NoisyPretraining:
     image_size: int = 32
     downstream: tuple[str, ...] = ("mnist-5k", "uci-digits")
     downstream_limit: int | None = None
-    methods: tuple[str, ...] = ("lp", "mlp", "nmtune")
+    methods: tuple[str, ...] = field(default_factory=lambda: tuple(list_tuners(demo=True)))
     seeds: int = SIZES["default"]["seeds"]
     tune_epochs: int = SIZES["default"]["tune_epochs"]
     device: str = "auto"
     workers: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in list_tuners()]
+        if unknown or not self.methods:
+            raise ConfigError(f"The 'methods' option must name tuners among "
+                              f"{', '.join(list_tuners())}; got {list(self.methods)!r}.")
+
     @classmethod
     def sized(cls, size: str, **overrides: Any) -> "NoisyPretraining":
-        from featstore.errors import ConfigError
-
         if size not in SIZES:
             raise ConfigError(f"The 'size' option must be one of {', '.join(SIZES)}. Got {size!r} instead.")
         return replace(cls(**SIZES[size]), **{k: v for k, v in overrides.items() if v is not None})
@@ -68,7 +76,6 @@ def run(exp: NoisyPretraining, echo: Callable[[str], None] | None = None) -> dic
     say = echo or (lambda s: None)
     for r in exp.ratios:
         check_ratio(r)
-    from featstore.errors import ConfigError
 
     root = Path(exp.root)
     root.mkdir(parents=True, exist_ok=True)
@@ -83,12 +90,11 @@ def run(exp: NoisyPretraining, echo: Callable[[str], None] | None = None) -> dic
                 model=exp.model, dataset=exp.pretrain_dataset, out=str(out),
                 limit=exp.pretrain_limit, noise=ratio, epochs=exp.pretrain_epochs,
                 image_size=exp.image_size, device=exp.device), echo=lambda s: say(f"      {s}"))
-        except ConfigError as err:
-            if "other options" not in str(err):
-                raise
-            raise ConfigError(f"{root} was made with other pre-training options ({err}). For "
-                              "the experiment: use another --root, or delete "
-                              f"{root / 'weights'} to pre-train again.") from err
+        except OtherRunExistsError as err:
+            raise OtherRunExistsError(
+                f"{root} was made with other pre-training options ({err}). For the "
+                f"experiment: use another --root, or delete {root / 'weights'} to pre-train "
+                "again.") from err
         say(f"[2/4] extract {', '.join(exp.downstream)} (train, test) with those weights")
         results = extract(ExtractConfig(
             backbones=[exp.model], datasets=list(exp.downstream), splits=["train", "test"],

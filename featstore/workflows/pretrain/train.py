@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,15 +25,32 @@ import numpy as np
 import torch
 from torch import nn
 
-from featstore.utils import keys
-from featstore.utils.devices import resolve_device
-from featstore.errors import ConfigError, DataError
 from featstore.backbones.card import CARD_FORMAT
+from featstore.data.noise import KINDS, RATIO
+from featstore.errors import ConfigError, DataError, OtherRunExistsError
+from featstore.utils import keys
+from featstore.utils.atomic import atomic_write
+from featstore.utils.devices import resolve_device
+from featstore.utils.validation import (INF, Boolean, Interval, Options, OrNone, Text,
+                                        check_all)
 
 # options that determine the weights: a checkpoint made with other values is refused
 DETERMINING = ("model", "dataset", "split", "limit", "noise", "noise_kind", "noise_seed", "epochs",
                "batch_size", "lr", "weight_decay", "optimizer", "image_size", "val_fraction",
                "seed", "augment")
+
+_COUNT = Interval(int, 1, INF, "left")
+_SEED = Interval(int, 0, INF, "left")
+#: The rule of every option but ``model`` (which must name a timm architecture).
+RULES = {
+    "dataset": Text(paths=True), "split": Text(), "out": Text(paths=True),
+    "limit": OrNone(_COUNT), "noise": RATIO, "noise_kind": Options(*KINDS),
+    "noise_seed": OrNone(_SEED), "epochs": _COUNT, "batch_size": _COUNT,
+    "lr": Interval(float, 0, INF, "neither"), "weight_decay": Interval(float, 0, INF, "left"),
+    "optimizer": Options("adamw", "sgd"), "image_size": _COUNT,
+    "val_fraction": Interval(float, 0, 1, "neither"), "augment": Boolean(), "seed": _SEED,
+    "device": Text(), "num_threads": OrNone(_COUNT),
+}
 
 
 @dataclass
@@ -60,26 +76,10 @@ class PretrainConfig:
     num_threads: int | None = None
 
     def validate(self) -> None:
-        from featstore.data.noise import KINDS, check_ratio
-
-        def bad(name: str, rule: str) -> ConfigError:
-            return ConfigError(f"The '{name}' option of pretrain must be {rule}. "
-                               f"Got {getattr(self, name)!r} instead.")
-
-        if not self.model.startswith("timm:"):
-            raise ConfigError(f"pretrain trains timm architectures: --model timm:NAME. Got {self.model!r}.")
-        check_ratio(self.noise)
-        if self.noise_kind not in KINDS:
-            raise bad("noise_kind", f"one of {', '.join(KINDS)}")
-        for name in ("epochs", "batch_size", "image_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise bad(name, "an int in [1, inf)")
-        if not self.lr > 0:
-            raise bad("lr", "a float in (0, inf)")
-        if not 0 < self.val_fraction < 1:
-            raise bad("val_fraction", "a float in (0, 1)")
-        if self.optimizer not in ("adamw", "sgd"):
-            raise bad("optimizer", "'adamw' or 'sgd'")
+        if not isinstance(self.model, str) or not self.model.startswith("timm:"):
+            raise ConfigError("pretrain trains timm architectures: --model timm:NAME. "
+                              f"Got {self.model!r}.")
+        check_all(self, RULES, owner="pretrain")
 
     def determining(self) -> dict[str, Any]:
         d = asdict(self)
@@ -107,7 +107,10 @@ def _load_images(cfg: PretrainConfig, mean: tuple, std: tuple) -> dict[str, Any]
     for i in range(len(samples)):
         img = samples.load(i)
         x[i] = np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
-    parts = stratified_split(y, cfg.val_fraction, cfg.seed)
+    try:
+        parts = stratified_split(y, cfg.val_fraction, cfg.seed)
+    except DataError as err:
+        raise DataError(f"--val-fraction {cfg.val_fraction} of {len(y)} samples: {err}") from None
     train_idx, val_idx = parts["train"], parts["test"]
     if len(val_idx) == 0 or len(train_idx) < 2:
         raise DataError(f"--val-fraction {cfg.val_fraction} of {len(y)} samples leaves "
@@ -140,9 +143,31 @@ def _augment(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 # -- checkpoint ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outputs:
+    """The files of a run in ``out``: the weights and their card when finished, the
+    checkpoint while training."""
+
+    out: Path
+
+    @property
+    def weights(self) -> Path:
+        return self.out / "model.safetensors"
+
+    @property
+    def card(self) -> Path:
+        return self.out / "model.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / "checkpoint.safetensors"
+
+
 def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
                      state: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
+    """Weights, optimizer state and progress in one file, replaced whole (never half a
+    checkpoint); a rerun after a kill overwrites the temporary file a kill left."""
+    from safetensors.torch import save
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_sd = opt.state_dict()
@@ -155,9 +180,7 @@ def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
                 plain.setdefault(str(pid), {})[k] = v
     meta = {"state": json.dumps(state), "param_groups": json.dumps(opt_sd["param_groups"]),
             "opt_plain": json.dumps(plain)}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)  # one file, replaced atomically: never half a checkpoint
+    atomic_write(path, save(tensors, metadata=meta), unique=False)
 
 
 def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
@@ -179,6 +202,45 @@ def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -
     return json.loads(meta["state"])
 
 
+def _peek_state(path: Path) -> str:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata()["state"]
+
+
+def _mismatch(out: Path, had: dict[str, Any], wanted: dict[str, Any], what: str
+              ) -> OtherRunExistsError:
+    diff = {k: (had.get(k), wanted.get(k)) for k in sorted(set(had) | set(wanted))
+            if had.get(k) != wanted.get(k)}
+    shown = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in diff.items())
+    return OtherRunExistsError(
+        f"{out} holds a {what} with other options ({shown}). Rerun with the same options, "
+        "choose another --out, or pass --restart to discard it.")
+
+
+def _finished(files: Outputs, wanted: dict[str, Any]) -> dict[str, Any] | None:
+    """The card of a finished run with these options; None if there is none."""
+    if not files.card.exists():
+        return None
+    card = json.loads(files.card.read_text())
+    if card.get("options") != wanted:
+        raise _mismatch(files.out, card.get("options") or {}, wanted, "finished run")
+    return card
+
+
+def _resume(files: Outputs, model: nn.Module, opt: torch.optim.Optimizer,
+            wanted: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    """(epochs done, their history) from the checkpoint of an interrupted run, else (0, [])."""
+    if not files.checkpoint.exists():
+        return 0, []
+    state = json.loads(_peek_state(files.checkpoint))
+    if state["options"] != wanted:
+        raise _mismatch(files.out, state["options"], wanted, "interrupted run")
+    state = _load_checkpoint(files.checkpoint, model, opt)
+    return state["epoch"], state["history"]
+
+
 # -- training ------------------------------------------------------------------------------
 def _evaluate(model: nn.Module, data: dict[str, Any], idx: np.ndarray, labels: np.ndarray,
               device: torch.device, batch: int = 512) -> float:
@@ -192,166 +254,179 @@ def _evaluate(model: nn.Module, data: dict[str, Any], idx: np.ndarray, labels: n
     return correct / max(1, len(idx))
 
 
+@dataclass
+class _Run:
+    """What the epochs of one run share: data, labels, model, optimizer, schedule."""
+
+    cfg: PretrainConfig
+    data: dict[str, Any]
+    y_idx: np.ndarray          # clean class indices of every sample
+    targets: torch.Tensor      # the training labels (noisy where noise was added)
+    n_noisy: int
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    device: torch.device
+    steps_per_epoch: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up over the first epoch (at most a tenth of the steps), then cosine
+        to 0."""
+        cfg = self.cfg
+        total = cfg.epochs * self.steps_per_epoch
+        warmup = min(self.steps_per_epoch, total // 10)
+        if step < warmup:
+            return cfg.lr * (step + 1) / warmup
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _prepare(cfg: PretrainConfig, name: str, noise_seed: int, device: torch.device) -> _Run:
+    """Data (with the noise on its training part), a fresh model and its optimizer. The
+    order of the seeded draws is part of the result: a resumed run repeats it exactly."""
+    import timm
+
+    from featstore.data.noise import add_label_noise
+
+    torch.manual_seed(cfg.seed)
+    probe = timm.create_model(name, pretrained=False, num_classes=2)
+    dc = timm.data.resolve_model_data_config(probe)
+    mean, std = tuple(float(v) for v in dc["mean"]), tuple(float(v) for v in dc["std"])
+    data = _load_images(cfg, mean, std)
+    y_idx = np.unique(data["y"], return_inverse=True)[1].astype(np.int64)
+    train_idx = data["train"]
+    y_train = y_idx.copy()
+    n_noisy = 0
+    if cfg.noise:
+        noisy, flipped = add_label_noise(y_idx[train_idx], cfg.noise, cfg.noise_kind,
+                                         seed=noise_seed)
+        y_train[train_idx] = noisy
+        n_noisy = int(flipped.sum())
+
+    torch.manual_seed(cfg.seed)
+    model = timm.create_model(name, pretrained=False, num_classes=len(data["classes"])).to(device)
+    params = [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
+    opt = (torch.optim.AdamW(params, lr=cfg.lr) if cfg.optimizer == "adamw"
+           else torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True))
+    steps_per_epoch = len(train_idx) // min(cfg.batch_size, len(train_idx))
+    return _Run(cfg, data, y_idx, torch.from_numpy(y_train), n_noisy, model, opt, device,
+                steps_per_epoch, mean, std)
+
+
+def _train_epoch(run: _Run, epoch: int, scaler: Any,
+                 on_batch: Callable[[int, int, float], None] | None) -> dict[str, float]:
+    """One pass over the training part in the order and augmentation seeded by (seed,
+    epoch); returns the epoch's loss and accuracy on the labels it was given."""
+    cfg, data, model, opt, device = run.cfg, run.data, run.model, run.opt, run.device
+    train_idx = data["train"]
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    bs = min(cfg.batch_size, len(train_idx))
+    for b in range(run.steps_per_epoch):
+        part = order[b * bs:(b + 1) * bs]
+        xb = data["x"][part]
+        if cfg.augment:
+            xb = _augment(xb, gen)
+        xb, yb = _normalize(xb, data).to(device), run.targets[part].to(device)
+        for g in opt.param_groups:
+            g["lr"] = run.lr_at(epoch * run.steps_per_epoch + b)
+        with torch.autocast(device.type, enabled=scaler is not None):
+            logits = model(xb)
+            loss = nn.functional.cross_entropy(logits, yb)
+        opt.zero_grad(set_to_none=True)
+        if scaler:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        total_loss += float(loss.detach())
+        correct += int((logits.argmax(1) == yb).sum())
+        seen += len(part)
+        if on_batch:
+            on_batch(epoch, b, float(loss.detach()))
+    return {"loss": total_loss / run.steps_per_epoch,
+            "train_accuracy_given_labels": correct / max(1, seen)}
+
+
+def _model_card(run: _Run, wanted: dict[str, Any], history: list[dict[str, Any]],
+                sd: dict[str, torch.Tensor], seconds: float) -> dict[str, Any]:
+    from featstore.backbones import state_dict_sha256
+
+    cfg, data = run.cfg, run.data
+    return {
+        "format": CARD_FORMAT,
+        "architecture": cfg.model,
+        "num_classes": len(data["classes"]), "classes": data["classes"],
+        "dataset": {"name": data["name"], "spec": cfg.dataset, "split": cfg.split,
+                    "fingerprint": data["fingerprint"], "limit": cfg.limit,
+                    "n_train": int(len(data["train"])), "n_val_clean": int(len(data["val"]))},
+        "noise": {"kind": cfg.noise_kind if cfg.noise else None, "ratio": cfg.noise,
+                  "seed": wanted["noise_seed"], "n_noisy": run.n_noisy,
+                  "where": "training labels (validation split kept clean)"},
+        "epochs": cfg.epochs, "seed": cfg.seed,
+        "clean_val_accuracy": history[-1]["clean_val_accuracy"],
+        "preprocessing": {"image_size": cfg.image_size, "crop_pct": 1.0, "mean": list(run.mean),
+                          "std": list(run.std), "interpolation": "bilinear"},
+        "weights_sha256": state_dict_sha256(sd),
+        "options": wanted, "history": history,
+        "train_seconds": round(seconds, 1),
+        "versions": keys.library_versions(), "created_at": keys.now_iso(),
+    }
+
+
 def pretrain(cfg: PretrainConfig, *, restart: bool = False,
              on_batch: Callable[[int, int, float], None] | None = None,
              echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train ``cfg.model`` from scratch; return the model card (also written to
     ``out/model.json``). A finished run with the same options is returned at once; an
     interrupted one resumes from its last epoch checkpoint."""
-    import timm
+    from safetensors.torch import save
 
-    from featstore.backbones.timm_backbone import _check_name
-    from featstore.data.noise import add_label_noise
+    from featstore.backbones.timm_backbone import check_model_name
 
     say = echo or (lambda s: None)
     cfg.validate()
     name = cfg.model.split(":", 1)[1]
-    _check_name(name)
-    out = Path(cfg.out)
-    weights_path, card_file = out / "model.safetensors", out / "model.json"
-    ckpt_path = out / "checkpoint.safetensors"
+    check_model_name(name)
+    files = Outputs(Path(cfg.out))
     wanted = cfg.determining()
     if restart:
-        for p in (weights_path, card_file, ckpt_path):
+        for p in (files.weights, files.card, files.checkpoint):
             p.unlink(missing_ok=True)
-    if card_file.exists():
-        card = json.loads(card_file.read_text())
-        if card.get("options") != wanted:
-            raise ConfigError(_mismatch(out, card.get("options") or {}, wanted, "finished run"))
-        say(f"cached: {out} already holds these weights (clean val accuracy "
+    card = _finished(files, wanted)
+    if card is not None:
+        say(f"cached: {files.out} already holds these weights (clean val accuracy "
             f"{card['clean_val_accuracy']:.4f}); --restart retrains")
         return card
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    probe = timm.create_model(name, pretrained=False, num_classes=2)
-    dc = timm.data.resolve_model_data_config(probe)
-    mean, std = tuple(float(v) for v in dc["mean"]), tuple(float(v) for v in dc["std"])
-    data = _load_images(cfg, mean, std)
-    classes = data["classes"]
-    y_clean = data["y"]
-    y_idx = np.unique(y_clean, return_inverse=True)[1].astype(np.int64)
-    train_idx, val_idx = data["train"], data["val"]
-    y_train = y_idx.copy()
-    n_noisy = 0
-    if cfg.noise:
-        noisy, flipped = add_label_noise(y_idx[train_idx], cfg.noise, cfg.noise_kind,
-                                         seed=wanted["noise_seed"])
-        y_train[train_idx] = noisy
-        n_noisy = int(flipped.sum())
-
-    torch.manual_seed(cfg.seed)
-    model = timm.create_model(name, pretrained=False, num_classes=len(classes)).to(device)
-    params = [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
-    opt = (torch.optim.AdamW(params, lr=cfg.lr) if cfg.optimizer == "adamw"
-           else torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True))
-    steps_per_epoch = len(train_idx) // min(cfg.batch_size, len(train_idx))
-    total = cfg.epochs * steps_per_epoch
-    warmup = min(steps_per_epoch, total // 10)
-
-    def lr_at(step: int) -> float:  # linear warm-up, then cosine to 0
-        if step < warmup:
-            return cfg.lr * (step + 1) / warmup
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-    start_epoch, history = 0, []
-    out.mkdir(parents=True, exist_ok=True)
-    if ckpt_path.exists():
-        state = json.loads(_peek_state(ckpt_path))
-        if state["options"] != wanted:
-            raise ConfigError(_mismatch(out, state["options"], wanted, "interrupted run"))
-        state = _load_checkpoint(ckpt_path, model, opt)
-        start_epoch, history = state["epoch"], state["history"]
-        say(f"resuming {out} after epoch {start_epoch} of {cfg.epochs}")
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda") if use_amp else None
-    targets = torch.from_numpy(y_train)
+    run = _prepare(cfg, name, wanted["noise_seed"], resolve_device(cfg.device))
+    files.out.mkdir(parents=True, exist_ok=True)
+    start_epoch, history = _resume(files, run.model, run.opt, wanted)
+    if start_epoch:
+        say(f"resuming {files.out} after epoch {start_epoch} of {cfg.epochs}")
+    scaler = torch.amp.GradScaler("cuda") if run.device.type == "cuda" else None
     t_all = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
-        model.train()
-        t0, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
-        bs = min(cfg.batch_size, len(train_idx))
-        for b in range(steps_per_epoch):
-            part = order[b * bs:(b + 1) * bs]
-            xb = data["x"][part]
-            if cfg.augment:
-                xb = _augment(xb, gen)
-            xb, yb = _normalize(xb, data).to(device), targets[part].to(device)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(epoch * steps_per_epoch + b)
-            with torch.autocast(device.type, enabled=use_amp):
-                logits = model(xb)
-                loss = nn.functional.cross_entropy(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            if scaler:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            total_loss += float(loss.detach())
-            correct += int((logits.argmax(1) == yb).sum())
-            seen += len(part)
-            if on_batch:
-                on_batch(epoch, b, float(loss.detach()))
-        val_acc = _evaluate(model, data, val_idx, y_idx, device)
-        history.append({"epoch": epoch + 1, "loss": total_loss / steps_per_epoch,
-                        "train_accuracy_given_labels": correct / max(1, seen),
-                        "clean_val_accuracy": val_acc, "seconds": round(time.perf_counter() - t0, 2)})
-        say(f"epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['loss']:.4f}, clean val accuracy "
+        t0 = time.perf_counter()
+        stats = _train_epoch(run, epoch, scaler, on_batch)
+        val_acc = _evaluate(run.model, run.data, run.data["val"], run.y_idx, run.device)
+        history.append({"epoch": epoch + 1, **stats, "clean_val_accuracy": val_acc,
+                        "seconds": round(time.perf_counter() - t0, 2)})
+        say(f"epoch {epoch + 1}/{cfg.epochs}: loss {stats['loss']:.4f}, clean val accuracy "
             f"{val_acc:.4f} ({history[-1]['seconds']:.0f} s)")
-        _save_checkpoint(ckpt_path, model, opt, {"epoch": epoch + 1, "history": history,
-                                                 "options": wanted})
-    from safetensors.torch import save_file
-
-    from featstore.backbones import state_dict_sha256
-
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    card = {
-        "format": CARD_FORMAT,
-        "architecture": cfg.model,
-        "num_classes": len(classes), "classes": classes,
-        "dataset": {"name": data["name"], "spec": cfg.dataset, "split": cfg.split,
-                    "fingerprint": data["fingerprint"], "limit": cfg.limit,
-                    "n_train": int(len(train_idx)), "n_val_clean": int(len(val_idx))},
-        "noise": {"kind": cfg.noise_kind if cfg.noise else None, "ratio": cfg.noise,
-                  "seed": wanted["noise_seed"], "n_noisy": n_noisy,
-                  "where": "training labels (validation split kept clean)"},
-        "epochs": cfg.epochs, "seed": cfg.seed,
-        "clean_val_accuracy": history[-1]["clean_val_accuracy"],
-        "preprocessing": {"image_size": cfg.image_size, "crop_pct": 1.0, "mean": list(mean),
-                          "std": list(std), "interpolation": "bilinear"},
-        "weights_sha256": state_dict_sha256(sd),
-        "options": wanted, "history": history,
-        "train_seconds": round(time.perf_counter() - t_all, 1),
-        "versions": keys.library_versions(), "created_at": keys.now_iso(),
-    }
-    tmp = weights_path.with_name(weights_path.name + ".tmp")
-    save_file(sd, str(tmp))
-    os.replace(tmp, weights_path)
-    card_tmp = card_file.with_name(card_file.name + ".tmp")
-    card_tmp.write_text(json.dumps(card, indent=2))
-    os.replace(card_tmp, card_file)  # the card last: weights without a card are unfinished
-    ckpt_path.unlink(missing_ok=True)
+        _save_checkpoint(files.checkpoint, run.model, run.opt,
+                         {"epoch": epoch + 1, "history": history, "options": wanted})
+    sd = {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}
+    card = _model_card(run, wanted, history, sd, time.perf_counter() - t_all)
+    atomic_write(files.weights, save(sd), unique=False)
+    # the card last: weights without a card are an unfinished run
+    atomic_write(files.card, json.dumps(card, indent=2), unique=False)
+    files.checkpoint.unlink(missing_ok=True)
     return card
-
-
-def _peek_state(path: Path) -> str:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        return f.metadata()["state"]
-
-
-def _mismatch(out: Path, had: dict[str, Any], wanted: dict[str, Any], what: str) -> str:
-    diff = {k: (had.get(k), wanted.get(k)) for k in sorted(set(had) | set(wanted))
-            if had.get(k) != wanted.get(k)}
-    shown = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in diff.items())
-    return (f"{out} holds a {what} with other options ({shown}). Rerun with the same options, "
-            "choose another --out, or pass --restart to discard it.")

@@ -1,10 +1,13 @@
 """The extraction service: `featstore serve`, `featstore submit`, `featstore jobs`.
 
-An HTTP JSON API (:mod:`.server`) takes extraction requests with the options of
-`featstore extract` (:mod:`.requests`), authenticated by bearer tokens (:mod:`.tokens`),
-into a persistent SQLite job queue (:mod:`.queue`); one worker process per device
-(:mod:`.worker`) claims jobs, grouped by backbone, and runs them into the service's
-root. :mod:`.client` talks to it with the standard library only. See docs/service.md.
+An HTTP JSON API (:mod:`.app` on Starlette, served by uvicorn: :mod:`.http_server`)
+takes extraction requests with the options of `featstore extract` (:mod:`.requests`),
+authenticated by bearer tokens (:mod:`.tokens`), into a persistent SQLite job queue
+(:mod:`.queue`); one worker process per device (:mod:`.worker`, started and watched by
+:mod:`.supervisor`) claims jobs, grouped by backbone, and runs them into the service's
+root. :mod:`.server` puts these together for `featstore serve` (settings:
+:mod:`.config`; answers: :mod:`.handlers`). :mod:`.client` talks to it with `requests`
+(no torch). See docs/service.md.
 
 Importing this package is cheap: nothing here imports torch until a server or worker
 runs.

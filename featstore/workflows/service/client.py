@@ -1,8 +1,9 @@
 """Client of the extraction service: submit jobs, wait for them, list them, read logs.
 
-Standard library only (no torch), so `featstore submit` and `featstore jobs` start at
-once. Every failure is a :class:`featstore.errors.FeatstoreError` with a message that
-says what to do:
+``requests`` only (no torch), so `featstore submit` and `featstore jobs` start at
+once. An answer of 429 or 5xx (a busy service, a restarting proxy) is retried a few
+times, waiting as its Retry-After says (:mod:`featstore.utils.retries`). Every failure
+is a :class:`featstore.errors.FeatstoreError` with a message that says what to do:
 
 >>> from featstore.workflows.service.client import submit
 >>> jobs = submit("http://127.0.0.1:8765", {"backbones": ["efficientnet-lite0"],
@@ -13,21 +14,21 @@ says what to do:
 
 from __future__ import annotations
 
-import http.client
-import ipaddress
 import json
 import os
-import socket
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import quote, urlsplit
 
+import requests
+
 from featstore.errors import ConfigError
-from featstore.workflows.service.errors import (AuthenticationError, JobFailedError, ServiceBusyError, ServiceError,
-                     ServiceUnavailableError)
+from featstore.utils.retries import causes, session_with_retries
+from featstore.workflows.service.addresses import is_loopback
+from featstore.workflows.service.errors import (AuthenticationError, JobFailedError,
+                                                ServiceBusyError, ServiceError,
+                                                ServiceUnavailableError)
 
 ENV_TOKEN = "FEATSTORE_TOKEN"
 ENV_SERVER = "FEATSTORE_SERVER"
@@ -35,6 +36,12 @@ ENV_SERVER = "FEATSTORE_SERVER"
 SERVER_SIDE = ("root", "device", "progress", "lease_seconds")
 #: Seconds one HTTP request may take.
 TIMEOUT = 30.0
+#: Answers retried, and how often: a busy service (429, 503) or a proxy in front of one
+#: that restarts (502, 504). Submitting again is safe: equal jobs join (request keys).
+RETRY_STATUS = (429, 500, 502, 503, 504)
+RETRIES = 2
+#: A Retry-After longer than this is not waited for: the error says to retry later.
+MAX_RETRY_AFTER = 10.0
 #: While waiting, the service may be unreachable this long (a restart) before giving up.
 UNREACHABLE_GRACE = 30.0
 START_HINT = "featstore serve --root ROOT --tokens-file tokens.txt"
@@ -200,41 +207,65 @@ def health(server: str) -> dict[str, Any]:
 
 
 # -- HTTP ------------------------------------------------------------------------------
+class _Bearer(requests.auth.AuthBase):
+    """``Authorization: Bearer TOKEN`` (and never credentials from ~/.netrc)."""
+
+    def __init__(self, token: str | None):
+        self.token = token
+
+    def __call__(self, r: Any) -> Any:
+        r.headers.pop("Authorization", None)
+        if self.token:
+            r.headers["Authorization"] = f"Bearer {self.token}"
+        return r
+
+
 def request(method: str, base: str, path: str, *, token: str | None = None,
             body: Any = None, timeout: float = TIMEOUT) -> tuple[int, Any]:
-    """One JSON request; HTTP and network errors become featstore errors."""
-    data = None if body is None else json.dumps(body).encode("utf-8")
-    headers = {"Accept": "application/json"}
-    if data is not None:
-        headers["Content-Type"] = "application/json"
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(base + path, data=data, headers=headers, method=method)
-    try:
-        with _opener(base).open(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read().decode("utf-8") or "null")
-    except urllib.error.HTTPError as err:
-        with err:
-            raise _http_error(base, err.code, err.read()) from None
-    except urllib.error.URLError as err:
-        reason = err.reason
-        if isinstance(reason, ConnectionRefusedError):
+    """One JSON request (retried on 429 and 5xx, see :data:`RETRIES`); HTTP and network
+    errors become featstore errors."""
+    with session_with_retries(RETRIES, status=RETRY_STATUS, connect=0, read=0, other=0,
+                              max_wait=MAX_RETRY_AFTER) as session:
+        # No proxy from the environment for a service on this machine: it would not
+        # reach 127.0.0.1.
+        session.trust_env = not is_loopback(urlsplit(base).hostname or "")
+        try:
+            resp = session.request(method, base + path, json=body, auth=_Bearer(token),
+                                   headers={"Accept": "application/json"}, timeout=timeout)
+        except requests.Timeout:
+            raise ServiceUnavailableError(f"The featstore service at {base} did not answer "
+                                          f"within {timeout:.0f} s.") from None
+        except requests.ConnectionError as err:
+            if _refused(err):
+                raise ServiceUnavailableError(
+                    f"No featstore service is running at {base} (connection refused). Start "
+                    f"one with `{START_HINT}`, or point --server (or ${ENV_SERVER}) at where "
+                    "it runs.") from None
             raise ServiceUnavailableError(
-                f"No featstore service is running at {base} (connection refused). Start one "
-                f"with `{START_HINT}`, or point --server (or ${ENV_SERVER}) at where it "
-                "runs.") from None
-        raise ServiceUnavailableError(f"Cannot reach the featstore service at {base}: {reason}. "
-                                      "Check the address and that the service runs.") from None
-    except (TimeoutError, socket.timeout):
-        raise ServiceUnavailableError(f"The featstore service at {base} did not answer within "
-                                      f"{timeout:.0f} s.") from None
-    except (ConnectionError, http.client.HTTPException) as err:
-        raise ServiceUnavailableError(f"The connection to the featstore service at {base} "
-                                      f"broke: {err}. Retry; if it persists, check the "
-                                      "service's output.") from None
+                f"Cannot reach the featstore service at {base}, or the connection broke: "
+                f"{_reason(err)}. Check the address and that the service runs; retry if it "
+                "persists.") from None
+        except requests.RequestException as err:
+            raise ServiceUnavailableError(f"The connection to the featstore service at {base} "
+                                          f"broke: {_reason(err)}. Retry; if it persists, "
+                                          "check the service's output.") from None
+    if resp.status_code >= 400:
+        raise _http_error(base, resp.status_code, resp.content)
+    try:
+        return resp.status_code, json.loads(resp.content.decode("utf-8") or "null")
     except ValueError as err:
         raise ServiceError(f"{base} answered with something that is not JSON ({err}); is it a "
                            "featstore service?") from None
+
+
+def _refused(err: BaseException) -> bool:
+    return any(isinstance(e, ConnectionRefusedError) for e in causes(err))
+
+
+def _reason(err: BaseException) -> str:
+    """The innermost error's description (not requests' long wrapper)."""
+    inner = causes(err)[-1]
+    return f"{type(inner).__name__}: {inner}" if str(inner) else type(inner).__name__
 
 
 def _http_error(base: str, status: int, raw: bytes) -> Exception:
@@ -253,16 +284,3 @@ def _http_error(base: str, status: int, raw: bytes) -> Exception:
     if status == 413:
         return ServiceError(f"The service at {base} refused the request: {message}.", status)
     return ServiceError(f"The service at {base} answered {status}: {message}", status)
-
-
-def _opener(base: str) -> urllib.request.OpenerDirector:
-    """No proxy for a service on this machine (a proxy from the environment would not
-    reach 127.0.0.1); the environment's proxies otherwise."""
-    host = urlsplit(base).hostname or ""
-    try:
-        local = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        local = False
-    if local:
-        return urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    return urllib.request.build_opener()

@@ -26,7 +26,6 @@ from featstore.workflows.service.requests import JobRequest
 
 SCHEMA_VERSION = 1
 STATES = ("queued", "running", "done", "failed")
-ACTIVE = ("queued", "running")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);

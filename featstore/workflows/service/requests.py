@@ -1,10 +1,15 @@
-"""Job requests: validate a submitted body and split it into one job per
+"""Job requests: a submitted body made into one :class:`ExtractConfig` per
 (backbone, data set, split), each with a *request key*.
 
-A request key is a hash of the options that determine a feature set's values, with
-local files named by absolute path, size and modification time. It is known without
-loading a backbone or reading a data set, so the server can answer at once: a finished
-job with the same request key is a cache hit, a queued or running one is joined.
+The options are checked by ExtractConfig itself (its rules and RANGES, the same for the
+CLI, config files and the Python API); this module adds only what is the service's:
+options it decides, the operator's bounds, data folders, split names and plugins.
+
+A request key is :func:`featstore.extract.pipeline.request_key_inputs` hashed: the
+extraction's own recipe, with local files named by absolute path, size and
+modification time. It is known without loading a backbone or reading a data set, so
+the server can answer at once: a finished job with the same request key is a cache
+hit, a queued or running one is joined.
 
 Every file a request names (data sets, manifests, weights, ``hf:``/``st:`` model
 folders) must lie inside one of the service's data folders (``serve --data-dir``),
@@ -18,7 +23,7 @@ import importlib.util
 import inspect
 import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -39,14 +44,10 @@ SERVER_OWNED = {
 IGNORED = ("progress",)
 ALIASES = {"backbone": "backbones", "dataset": "datasets", "split": "splits"}
 EXAMPLE = '{"backbones": ["efficientnet-lite0"], "datasets": ["mnist-5k"], "splits": ["train"]}'
-#: Version of the request-key recipe; bump it when the recipe changes.
-REQUEST_KEY_VERSION = 1
 #: Upper bounds of a service's integer options unless its operator sets others
 #: (``serve --limits NAME=MAX``); every caller's ranges are ExtractConfig's RANGES.
 DEFAULT_LIMITS: dict[str, int] = {"image_size": 1024, "views": 16, "batch_size": 1024,
                                   "chunk_rows": 65536, "limit": 10_000_000, "num_workers": 16}
-#: Backbone schemes whose spec is a local folder (confined to the data folders).
-PATH_SCHEMES = ("hf", "st")
 #: Longest split name a request may use.
 MAX_SPLIT = 128
 
@@ -64,13 +65,12 @@ def parse_limits(specs: Iterable[str]) -> dict[str, int]:
             raise ConfigError(f"--limits takes NAME=MAX pairs, NAME one of "
                               f"{', '.join(DEFAULT_LIMITS)}; got {show(item)}. "
                               "Example: --limits image_size=512,batch_size=256.")
-        low, high = RANGES[name]
         try:
             limits[name] = int(value.strip())
         except ValueError:
             limits[name] = -1
-        if not low <= limits[name] <= high:
-            raise ConfigError(f"--limits {name}=MAX: MAX must be an int in [{low}, {high}]; "
+        if not RANGES[name].accepts(limits[name]):
+            raise ConfigError(f"--limits {name}=MAX: MAX must be {RANGES[name]}; "
                               f"got {show(value.strip())}.")
     return limits
 
@@ -160,7 +160,8 @@ def expand(options: dict[str, Any], root: str, *, cwd: Path | None = None,
            allow_plugins: tuple[str, ...] = (), max_jobs: int = 100,
            data_dirs: DataDirs = DataDirs(), limits: Mapping[str, int] | None = None
            ) -> list[JobRequest]:
-    """Validate ``options`` (as for `featstore extract`) and return one request per job.
+    """Build the :class:`ExtractConfig` of ``options`` (as for `featstore extract`) and
+    return one request per job.
 
     Relative paths are read from ``cwd`` (the server's working folder); every path must
     lie in ``data_dirs`` (none: only built-in data sets). Integer options must be within
@@ -174,6 +175,32 @@ def expand(options: dict[str, Any], root: str, *, cwd: Path | None = None,
 
     cwd = cwd or Path.cwd()
     limits = DEFAULT_LIMITS if limits is None else limits
+    data = _job_options(options)
+    for name, high in limits.items():  # a default above the operator's bound: the bound
+        default = ExtractConfig.__dataclass_fields__[name].default
+        if name not in data and isinstance(default, int) and default > high:
+            data[name] = high
+    try:
+        cfg = ExtractConfig.from_dict({**data, "root": root, "progress": False})
+    except TypeError as err:  # a value of a type the dataclass cannot take
+        raise ConfigError(f"Invalid job options: {err}. Expected e.g. {EXAMPLE}.") from err
+    cfg.check_maxima(limits, why=" on this service (its operator sets the bounds with "
+                                 "`featstore serve --limits NAME=MAX`)")
+    for split in cfg.splits:
+        _check_split(split)
+    for name in ("backbones", "datasets", "splits"):
+        setattr(cfg, name, list(dict.fromkeys(getattr(cfg, name))))  # repeats count once
+    n_jobs = len(cfg.backbones) * len(cfg.datasets) * len(cfg.splits)
+    if n_jobs > max_jobs:
+        raise ConfigError(f"This request would make {n_jobs} jobs (backbones x data sets x "
+                          f"splits); this service takes at most {max_jobs} per request "
+                          "(serve --max-jobs-per-request). Send several smaller requests.")
+    return _jobs(cfg, cwd, allow_plugins, data_dirs)
+
+
+def _job_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The request's options by their ExtractConfig names, without the ones the service
+    decides or ignores; what only a service refuses is refused here."""
     data = {ALIASES.get(str(k), str(k)).replace("-", "_"): v for k, v in options.items()}
     owned = sorted(set(data) & set(SERVER_OWNED))
     if owned:
@@ -190,94 +217,41 @@ def expand(options: dict[str, Any], root: str, *, cwd: Path | None = None,
         if not data.get(name):
             raise ConfigError(f"The '{name}' option must name at least one {what}, e.g. "
                               f"{EXAMPLE}.")
-    _check_types(data)
-    for name, high in limits.items():  # a default above the operator's bound: the bound
-        default = ExtractConfig.__dataclass_fields__[name].default
-        if name not in data and isinstance(default, int) and default > high:
-            data[name] = high
-    try:
-        cfg = ExtractConfig.from_dict({**data, "root": root, "progress": False})
-    except TypeError as err:  # a value of a type the dataclass cannot take
-        raise ConfigError(f"Invalid job options: {err}. Expected e.g. {EXAMPLE}.") from err
-    if not cfg.splits:
-        raise ConfigError("The 'splits' option must name at least one split, e.g. [\"train\"].")
-    cfg.check_maxima(limits, why=" on this service (its operator sets the bounds with "
-                                 "`featstore serve --limits NAME=MAX`)")
-    for split in cfg.splits:
-        _check_split(split)
-    for name in ("backbones", "datasets", "splits"):
-        setattr(cfg, name, list(dict.fromkeys(getattr(cfg, name))))  # repeats count once
-    n_jobs = len(cfg.backbones) * len(cfg.datasets) * len(cfg.splits)
-    if n_jobs > max_jobs:
-        raise ConfigError(f"This request would make {n_jobs} jobs (backbones x data sets x "
-                          f"splits); this service takes at most {max_jobs} per request "
-                          "(serve --max-jobs-per-request). Send several smaller requests.")
-    base = cfg.as_dict()
-    for name in (*SERVER_OWNED, *IGNORED):
-        base.pop(name, None)
+    if "dataset_options" in data:  # they reach a reader's keywords: only those it takes
+        opts, keywords = data["dataset_options"], _dataset_option_names()
+        if not isinstance(opts, dict) or not all(isinstance(v, (str, type(None)))
+                                                 for v in opts.values()) \
+                or not set(opts) <= keywords:
+            raise ConfigError("The 'dataset_options' option must be an object of strings with "
+                              f"keys among {', '.join(sorted(keywords))}, e.g. "
+                              f"{{\"text_column\": \"body\"}}. Got {show(opts)} instead.")
+    return data
+
+
+def _jobs(cfg: Any, cwd: Path, allow_plugins: tuple[str, ...], data_dirs: DataDirs
+          ) -> list[JobRequest]:
+    """One request per (backbone, data set, split) of ``cfg``, keyed by the extraction's
+    own recipe (:func:`~featstore.extract.pipeline.request_key_inputs`)."""
+    from featstore.extract.pipeline import request_key_inputs
+
+    base = {k: v for k, v in cfg.as_dict().items() if k not in (*SERVER_OWNED, *IGNORED)}
     weights = _file(cfg.weights, "weights", cwd, data_dirs) if cfg.weights else None
     base["weights"] = weights[0] if weights else None
     out = []
     for spec in cfg.backbones:
         backbone = _backbone(spec, allow_plugins, cwd, data_dirs)
-        group = {"backbone": backbone, "weights": weights[1] if weights else None,
-                 "pretrained": cfg.pretrained, "image_size": cfg.image_size,
-                 "pooling": cfg.pooling}
         for dataset_spec in cfg.datasets:
             dataset, identity = _dataset(dataset_spec, cwd, data_dirs)
             for split in cfg.splits:
                 config = {**base, "backbones": [backbone], "datasets": [dataset],
                           "splits": [split]}
-                values = {
-                    "v": REQUEST_KEY_VERSION, **group, "dataset": identity,
-                    "dataset_options": cfg.dataset_options, "split": split,
-                    "limit": cfg.limit, "dtype": cfg.dtype, "views": cfg.views,
-                    "augment": cfg.augment, "format": cfg.format,
-                    # the seed only matters to augmentation and --limit subsets
-                    "seed": cfg.seed if (cfg.limit is not None or cfg.augment != "none") else None,
-                }
-                out.append(JobRequest(config=config, request_key=keys.content_key(values),
-                                      backbone_group=keys.content_key(group), backbone=backbone,
-                                      dataset=dataset, split=split))
+                job = replace(cfg, **config)
+                inputs = request_key_inputs(job, backbone=backbone, dataset=identity,
+                                            weights=weights[1] if weights else None)
+                out.append(JobRequest(config=config, request_key=keys.content_key(inputs),
+                                      backbone_group=keys.content_key(inputs["backbone"]),
+                                      backbone=backbone, dataset=dataset, split=split))
     return out
-
-
-def _check_types(data: dict[str, Any]) -> None:
-    """Types ExtractConfig leaves unchecked, as a 400 instead of a worker's traceback."""
-    def bad(name: str, expected: str) -> ConfigError:
-        return ConfigError(f"The '{name}' option must be {expected}. "
-                           f"Got {show(data[name])} instead.")
-
-    for name in ("backbones", "datasets", "splits"):
-        if name in data:
-            value = [data[name]] if isinstance(data[name], str) else data[name]
-            if not isinstance(value, list) or not all(isinstance(v, str) and v.strip()
-                                                      for v in value):
-                raise bad(name, "a non-empty string or a list of them")
-    for name in ("image_size", "limit", "num_workers"):
-        if data.get(name) is not None and (not isinstance(data[name], int)
-                                           or isinstance(data[name], bool)):
-            raise bad(name, "an integer or null")
-    for name in ("seed", "chunk_rows", "batch_size", "views"):
-        if name in data and (not isinstance(data[name], int) or isinstance(data[name], bool)):
-            raise bad(name, "an integer")
-    for name in ("weights", "pooling"):
-        if data.get(name) is not None and not isinstance(data[name], str):
-            raise bad(name, "a string or null")
-    for name in ("pretrained", "strict"):
-        if name in data and not isinstance(data[name], bool):
-            raise bad(name, "true or false")
-    for name in ("format", "dtype", "codec", "augment"):
-        if name in data and not isinstance(data[name], str):
-            raise bad(name, "a string")
-    if "dataset_options" in data:
-        opts, known = data["dataset_options"], _dataset_option_names()
-        if not isinstance(opts, dict) or not all(isinstance(v, (str, type(None)))
-                                                 for v in opts.values()) \
-                or not set(opts) <= known:
-            raise bad("dataset_options", "an object of strings with keys among "
-                                         f"{', '.join(sorted(known))}, e.g. "
-                                         "{\"text_column\": \"body\"}")
 
 
 def _dataset_option_names() -> set[str]:
@@ -300,30 +274,29 @@ def _check_split(split: str) -> None:
 
 def _backbone(spec: str, allow_plugins: tuple[str, ...] = (), cwd: Path | None = None,
               data_dirs: DataDirs = DataDirs()) -> str:
-    """The canonical spec; plugins must be allowed (serve --allow-plugin) and importable,
-    and the folder of an ``hf:``/``st:`` spec must lie in a data folder."""
-    from featstore.backbones import SCHEMES
-    from featstore.backbones.builtin import BUILTINS
+    """The canonical spec, resolved by the backbone registry as extraction resolves it;
+    plugins must be allowed (serve --allow-plugin) and importable, and the folder of a
+    scheme whose argument is a local folder (``hf:``, ``st:``) must lie in a data folder."""
+    from featstore.backbones import backbone_entries, resolve_backbone
+    from featstore.errors import UnknownBackboneError
 
-    spec = spec.strip()
-    lowered = spec.lower().replace("_", "-")
-    if lowered in BUILTINS:
-        return lowered
-    scheme, sep, rest = spec.partition(":")
-    if not sep or not rest:
-        raise ConfigError(f"Unknown backbone {spec!r}. Expected a built-in name "
-                          f"({', '.join(BUILTINS)}) or a spec timm:NAME, hf:PATH, st:PATH, "
-                          "openai:MODEL or module:function.")
-    if scheme in PATH_SCHEMES:
-        folder = data_dirs.confine(rest, "backbone", cwd or Path.cwd())
-        return f"{scheme}:{folder}"
-    if scheme not in SCHEMES:
+    try:
+        resolved = resolve_backbone(spec)
+    except UnknownBackboneError as err:
+        raise ConfigError(str(err)) from None
+    entry = resolved.entry
+    if entry is not None and entry.local_folder:
+        folder = data_dirs.confine(resolved.argument or "", "backbone", cwd or Path.cwd())
+        return f"{entry.name}:{folder}"
+    if resolved.plugin:
+        scheme = resolved.module or ""
         if scheme not in allow_plugins:
             allowed = ", ".join(allow_plugins) or "none"
+            schemes = "/".join(f"{e.name}:" for e in backbone_entries() if e.scheme)
             raise ConfigError(f"Backbone plugin {spec}: plugins run code on the server, and "
                               f"this service allows plugins from: {allowed}. Ask its operator "
                               f"to start it with `--allow-plugin {scheme}`, or use a built-in "
-                              "backbone or timm:/hf:/st:/openai: spec.")
+                              f"backbone or {schemes} spec.")
         try:
             found = importlib.util.find_spec(scheme) is not None
         except (ImportError, ValueError):
@@ -332,17 +305,18 @@ def _backbone(spec: str, allow_plugins: tuple[str, ...] = (), cwd: Path | None =
             raise ConfigError(f"Backbone plugin {spec}: module {scheme!r} cannot be imported on "
                               "the server. Install it there or add its folder to the server's "
                               "PYTHONPATH.")
-    return spec
+    return resolved.spec
 
 
 def _dataset(spec: str, cwd: Path, data_dirs: DataDirs) -> tuple[str, Any]:
-    """(what the worker loads, what identifies it in the request key)."""
-    from featstore.data.builtin import BUILTINS
+    """(what the worker loads, what identifies it in the request key), resolved by the
+    data set registry as extraction resolves it."""
+    from featstore.data import list_datasets, resolve_dataset
 
-    name = spec.strip().lower().replace("_", "-")
-    if name in BUILTINS:
-        return name, name
-    return _file(spec, "dataset", cwd, data_dirs, builtins=list(BUILTINS))
+    resolved = resolve_dataset(spec)
+    if resolved.entry is not None:
+        return resolved.spec, resolved.spec
+    return _file(spec, "dataset", cwd, data_dirs, builtins=list_datasets())
 
 
 def _file(spec: str, option: str, cwd: Path, data_dirs: DataDirs,

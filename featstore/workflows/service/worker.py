@@ -102,11 +102,11 @@ class Heartbeat(threading.Thread):
         """(committed chunks, chunks) of the store being written, if it can be read."""
         if self.store_path is None:
             return None
-        from featstore.store import location, open_store
-        from featstore.store import PARTIAL
+        from featstore.store import backend_for, location, open_store
 
-        partial = location.as_path(self.store_path + PARTIAL)
-        target = partial if partial.exists() else location.as_path(self.store_path)
+        final = location.as_path(self.store_path)
+        working = backend_for(final).working_path(final)  # where it is written until complete
+        target = working if working.exists() else final
         if not target.exists():
             return None
         try:
@@ -254,6 +254,7 @@ class Worker:
     def _backbone(self, cfg: Any, group: str) -> Any:
         """The job's backbone: the one this worker holds, else loaded (and kept)."""
         from featstore.backbones import create_backbone
+        from featstore.extract.pipeline import backbone_options
 
         spec = cfg.backbones[0]
         if group in self.loaded:
@@ -270,9 +271,7 @@ class Worker:
 
                 torch.cuda.empty_cache()
         t0 = time.perf_counter()
-        backbone = create_backbone(spec, weights=cfg.weights,
-                                   pretrained=None if cfg.pretrained else False,
-                                   image_size=cfg.image_size, pooling=cfg.pooling)
+        backbone = create_backbone(spec, **backbone_options(cfg))
         backbone.to(self.device)
         self.loaded[group] = backbone
         log.info("loaded backbone %s in %.1f s", spec, time.perf_counter() - t0)

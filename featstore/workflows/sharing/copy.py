@@ -1,13 +1,16 @@
 """`featstore copy`: move complete feature sets between roots (local, shared, s3://...).
 
 Only what the destination lacks moves, file by file (a Zarr set is one small file
-per chunk), several at a time. Each file is written atomically. The set's group
-metadata, which says ``complete``, is written last — first as *incomplete*, then every
-chunk is re-read at the destination and checked against its recorded sha256 (files
-that no chunk checksum covers — sample ids, labels, array metadata — are read back
-and compared byte for byte), and only then the original metadata — so an interrupted
-or damaged copy never reads as complete, and rerunning the same command resumes it. The copy holds the
-destination key's lease, so it never races an extraction of the same key there.
+per chunk), several at a time, into the set's working path at the destination (its
+backend says where: the folder itself for Zarr, ``KEY.h5.partial`` for HDF5). Each file
+is written atomically. The files that say ``complete`` (the backend's completion files:
+Zarr's group metadata) are written last — first as *incomplete*, then every chunk is
+re-read at the destination and checked against its recorded sha256 (files that no
+chunk checksum covers — sample ids, labels, array metadata — are read back and
+compared byte for byte), and only then as they are, and the backend commits the set
+(HDF5: renamed to its final name) — so an interrupted or damaged copy never reads as
+complete, and rerunning the same command resumes it. The copy holds the destination
+key's lease, so it never races an extraction of the same key there.
 
 A store folder holding a symbolic link (at the source, or in a partial set at the
 destination) is refused, not followed: a link's target is no part of the set, and
@@ -17,22 +20,19 @@ following it would copy any file the link names, or write through it outside the
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from featstore.errors import FeatstoreError, StoreCorruptError
-from featstore.store import Root, location, open_store, schema
-from featstore.store.lease import Lease
+from featstore.errors import FeatstoreError, NotFoundError, StoreCorruptError, StoreNotFoundError
+from featstore.store import FeatureStore, Root, location, open_store
+from featstore.store.lease import FinishedMeanwhile, Lease, hold_lease
 from featstore.store.integrity import StoreDamagedError
 from featstore.store.root import Entry
 
 log = logging.getLogger(__name__)
 
-GROUP_META = "zarr.json"  # the group metadata of a Zarr set: holds `complete`
 TRANSFERS = 8             # files copied at once
 
 
@@ -57,19 +57,6 @@ class CopyResult:
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _listing(path: Any) -> dict[str, int]:
-    """Relative file name -> size, for every file under a store folder (or one file)."""
-    fs, p = location.fs_and_path(path)
-    if not fs.exists(p):
-        return {}
-    if not fs.isdir(p):
-        return {"": int(fs.size(p))}
-    found = fs.find(p, detail=True)
-    base = p.rstrip("/") + "/"
-    return {name[len(base):]: int(info.get("size") or 0) for name, info in found.items()
-            if name.startswith(base) and info.get("type") != "directory"}
 
 
 def links_in(path: Any) -> list[tuple[str, str]]:
@@ -131,7 +118,7 @@ def select(root: Root, *, keys: tuple[str, ...] = (), backbone: str | None = Non
         entries = [e for e in entries if any(e.key.startswith(k) for k in keys)]
         for k in keys:
             if not any(e.key.startswith(k) for e in entries):
-                raise FeatstoreError(
+                raise StoreNotFoundError(
                     f"No feature set with a key starting {k!r} in {root.path}"
                     + (" matching the filters" if backbone or dataset else "")
                     + f". See `featstore ls {root.path}`.")
@@ -145,7 +132,7 @@ def copy_root(src: Any, dst: Any, *, keys: tuple[str, ...] = (), backbone: str |
     """Copy the complete feature sets of root ``src`` (or those selected) into ``dst``."""
     src_root, dst_root = Root(src), Root(dst)
     if not src_root.path.is_dir():
-        raise FeatstoreError(f"Source root {src} does not exist (or is empty). "
+        raise NotFoundError(f"Source root {src} does not exist (or is empty). "
                              "Check the path or URL and your credentials.")
     results = []
     entries = select(src_root, keys=keys, backbone=backbone, dataset=dataset)
@@ -168,6 +155,7 @@ def copy_root(src: Any, dst: Any, *, keys: tuple[str, ...] = (), backbone: str |
 def copy_set(entry: Entry, dst_root: Root, *, dry_run: bool = False, progress: bool = True,
              lease_seconds: float = 60.0) -> CopyResult:
     """Copy one complete set; resumes a partial copy; verifies before marking complete."""
+    backend = entry.backend
     dst = dst_root.path_for(entry.key, entry.format)
     result = CopyResult(entry.key, str(entry.path), str(dst), "copied")
     _refuse_links(entry, dst_root)
@@ -176,12 +164,12 @@ def copy_set(entry: Entry, dst_root: Root, *, dry_run: bool = False, progress: b
         result.reason = (f"its metadata says key {entry.metadata.get('key')}, not its name: it "
                          "was renamed by hand; not copied")
         return result
-    if _up_to_date(dst, result):
+    if _up_to_date(backend, dst, result):
         return result
-    src_files = _listing(entry.path)
+    src_files = backend.files(entry.path)
     result.files = len(src_files)
     if dry_run:
-        todo = _plan(entry, dst, src_files)
+        todo = _plan(backend, entry.path, backend.working_path(dst), src_files)
         result.status = "would copy"
         result.missing = todo[:20]
         result.files_copied = len(todo)
@@ -189,33 +177,20 @@ def copy_set(entry: Entry, dst_root: Root, *, dry_run: bool = False, progress: b
         return result
     location.makedirs(dst_root.path)
     # The destination key's lease: no extraction, copy or unpack of it runs meanwhile.
-    lease = Lease(dst_root.path, entry.key, seconds=lease_seconds)
-    told = False
-    while not lease.acquire():
-        if _up_to_date(dst, result):
-            return result  # the writer there finished it
-        if not told:
-            holder = lease.holder()
-            log.warning("%s is being written by %s; waiting for it.", dst,
-                        holder.describe() if holder else "another process")
-            told = True
-        time.sleep(1.0)
-    lease.start_heartbeat()
     try:
-        if _up_to_date(dst, result):
-            lease.release()
-            return result
-        _replace_damaged(dst)
-        todo = _plan(entry, dst, src_files)
-        if entry.format == "zarr":
-            _remove_strays(dst, src_files)
-            _copy_zarr(entry, dst, todo, src_files, result, progress, lease)
-        else:
-            _copy_file(entry, dst, src_files, result, progress, lease)
-    except BaseException:
-        lease.release()
-        raise
-    lease.release(remove=True)
+        with hold_lease(dst_root.path, entry.key, seconds=lease_seconds, what=str(dst),
+                        on_wait=lambda holder: _up_to_date(backend, dst, result) or None
+                        ) as lease:
+            if _up_to_date(backend, dst, result):
+                return result  # the writer there finished it just before
+            _replace_damaged(dst)
+            working = backend.working_path(dst)
+            todo = _plan(backend, entry.path, working, src_files)
+            _remove_strays(backend, working, src_files)
+            _send(backend, entry, working, todo, src_files, result, progress, lease)
+            _complete(backend, entry, working, dst, src_files, result, lease)
+    except FinishedMeanwhile:
+        pass  # the writer there finished it (result says "up to date")
     return result
 
 
@@ -223,11 +198,13 @@ def _refuse_links(entry: Entry, dst_root: Root) -> None:
     """No link in the source set, nor in a partial copy of it at the destination."""
     refuse_links(entry.path, f"copy {entry.key}")
     dst = dst_root.path_for(entry.key, entry.format)
-    refuse_links(dst, f"copy {entry.key} there",
-                 where=", in the partial copy at the destination")
+    working = entry.backend.working_path(dst)
+    for there in (dst,) if working == dst else (dst, working):
+        refuse_links(there, f"copy {entry.key} there",
+                     where=", in the partial copy at the destination")
 
 
-def _up_to_date(dst: Any, result: CopyResult) -> bool:
+def _up_to_date(backend: type[FeatureStore], dst: Any, result: CopyResult) -> bool:
     """True (and ``result`` says so) if ``dst`` already holds the complete set."""
     try:
         with open_store(dst) as there:
@@ -242,32 +219,31 @@ def _up_to_date(dst: Any, result: CopyResult) -> bool:
     except FeatstoreError:
         return False  # absent, or a partial copy to finish
     result.status = "up to date"
-    result.files = len(_listing(dst))
+    result.files = len(backend.files(dst))
     return True
 
 
-def _plan(entry: Entry, dst: Any, src_files: dict[str, int]) -> list[str]:
-    """The files to send, group metadata last.
+def _plan(backend: type[FeatureStore], src: Any, working: Any,
+          src_files: dict[str, int]) -> list[str]:
+    """The files to send to ``working``, the completion files last.
 
-    Chunk files of ``features`` and ``valid`` already at the destination with the
-    source's size are kept (``verify`` checks them against the recorded sha256
-    afterwards); every other file is small and always sent. A partial destination
-    with another array layout (other chunk rows or codec) is not resumed but replaced.
+    Files covered by the chunk checksums already there with the source's size are
+    kept (``verify`` checks them against the recorded sha256 afterwards); every other
+    file is small and always sent. A partial destination with another array layout
+    (other chunk rows or codec: its layout files differ) is not resumed but replaced.
     """
-    if entry.format != "zarr":
-        return [""]
-    have = _listing(dst)
-    for array in (schema.FEATURES, schema.VALID):
-        meta = f"{array}/zarr.json"
-        if meta in have and location.join(dst, meta).read_bytes() != \
-                location.join(entry.path, meta).read_bytes():
-            log.warning("%s holds a partial set with another layout; replacing it", dst)
-            location.remove(dst)
+    have = backend.files(working)
+    for name in backend.layout_files:
+        if name in have and location.join(working, name).read_bytes() != \
+                location.join(src, name).read_bytes():
+            log.warning("%s holds a partial set with another layout; replacing it", working)
+            location.remove(working)
             have = {}
             break
-    todo = sorted(n for n, size in src_files.items() if n != GROUP_META and not (
-        _covered_by_chunk_checksums(n) and have.get(n) == size))
-    return todo + [GROUP_META]  # always last; first written as incomplete
+    last = [n for n in backend.completion_files if n in src_files]
+    todo = sorted(n for n, size in src_files.items() if n not in last and not (
+        backend.checksummed(n) and have.get(n) == size))
+    return todo + last  # written last: first as incomplete
 
 
 def _replace_damaged(dst: Any) -> None:
@@ -283,16 +259,17 @@ def _replace_damaged(dst: Any) -> None:
         return
 
 
-def _remove_strays(dst: Any, src_files: dict[str, int]) -> None:
+def _remove_strays(backend: type[FeatureStore], working: Any,
+                   src_files: dict[str, int]) -> None:
     """Remove files of a partial destination set that the source lacks.
 
     A copy killed mid-transfer leaves the temporary files of the writes in flight
     (``.NAME.XXXX.tmp``); the rerun, holding the key's lease, removes them so that the
     finished set holds exactly the source's files (found by tests/test_crash.py).
     """
-    for name in sorted(set(_listing(dst)) - set(src_files)):
-        log.info("removing %s from the partial copy at %s (not in the source)", name, dst)
-        location.remove(location.join(dst, name))
+    for name in sorted(set(backend.files(working)) - set(src_files)):
+        log.info("removing %s from the partial copy at %s (not in the source)", name, working)
+        location.remove(backend.member_path(working, name))
 
 
 def _bar(total: int, desc: str, progress: bool) -> Any:
@@ -300,11 +277,6 @@ def _bar(total: int, desc: str, progress: bool) -> Any:
 
     return tqdm(total=total, unit="B", unit_scale=True, desc=desc, leave=False,
                 disable=None if progress else True, dynamic_ncols=True)
-
-
-def _covered_by_chunk_checksums(name: str) -> bool:
-    """Chunk files of the arrays that `verify` checks against `chunk_sha256`."""
-    return name.startswith((f"{schema.FEATURES}/c/", f"{schema.VALID}/c/"))
 
 
 def _copy_one(src: Any, dst: Any, data: bytes | None = None, *, read_back: bool = True) -> int:
@@ -318,18 +290,20 @@ def _copy_one(src: Any, dst: Any, data: bytes | None = None, *, read_back: bool 
     return len(data)
 
 
-def _copy_zarr(entry: Entry, dst: Any, todo: list[str], src_files: dict[str, int],
-               result: CopyResult, progress: bool, lease: Lease) -> None:
+def _send(backend: type[FeatureStore], entry: Entry, working: Any, todo: list[str],
+          src_files: dict[str, int], result: CopyResult, progress: bool, lease: Lease) -> None:
+    """Copy the files ``todo`` but the completion files, several at a time."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    bar = _bar(sum(src_files[n] for n in todo), entry.key[:12], progress)
+    names = [n for n in todo if n not in backend.completion_files]
+    bar = _bar(sum(src_files[n] for n in names), entry.key[:12], progress)
     try:
         # Several transfers in flight: object stores answer each request with latency.
         with ThreadPoolExecutor(TRANSFERS) as pool:
-            futures = [pool.submit(_copy_one, location.join(entry.path, name),
-                                   location.join(dst, name),
-                                   read_back=not _covered_by_chunk_checksums(name))
-                       for name in todo[:-1]]
+            futures = [pool.submit(_copy_one, backend.member_path(entry.path, name),
+                                   backend.member_path(working, name),
+                                   read_back=not backend.checksummed(name))
+                       for name in names]
             try:
                 for future in as_completed(futures):
                     n = future.result()
@@ -341,42 +315,31 @@ def _copy_zarr(entry: Entry, dst: Any, todo: list[str], src_files: dict[str, int
                 for f in futures:
                     f.cancel()
                 raise
-        # The group metadata, first marked incomplete: the set stays unreadable as
-        # complete until every chunk matches its recorded checksum.
-        final = _read(location.join(entry.path, GROUP_META))
-        meta = json.loads(final)
-        meta.setdefault("attributes", {}).setdefault(schema.META_ATTR, {})["complete"] = False
-        location.put_atomic(location.join(dst, GROUP_META), json.dumps(meta, indent=2).encode())
-        try:
-            _verify(dst)
-        except StoreCorruptError:
-            location.remove(dst)  # a rerun starts from scratch, not from damaged files
-            raise
-        lease.check()
-        bar.update(_copy_one(location.join(entry.path, GROUP_META),
-                             location.join(dst, GROUP_META), final))
-        result.files_copied += 1
-        result.bytes_copied += len(final)
     finally:
         bar.close()
-    result.verified = True
 
 
-def _copy_file(entry: Entry, dst: Any, src_files: dict[str, int], result: CopyResult,
-               progress: bool, lease: Lease) -> None:
-    """An HDF5 set: one file, written as NAME.partial, checked, then renamed."""
-    partial = location.with_suffix_added(dst, ".partial")
-    bar = _bar(src_files.get("", 0), entry.key[:12], progress)
+def _complete(backend: type[FeatureStore], entry: Entry, working: Any, dst: Any,
+              src_files: dict[str, int], result: CopyResult, lease: Lease) -> None:
+    """Write the completion files marked incomplete, verify every chunk, then write them
+    as they are and commit the set: it reads as complete only once it is verified."""
+    finals = {name: _read(backend.member_path(entry.path, name))
+              for name in backend.completion_files if name in src_files}
+    for name, data in finals.items():
+        location.put_atomic(backend.member_path(working, name),
+                            backend.marked_incomplete(name, data))
     try:
-        data = _read(entry.path)
-        bar.update(_copy_one(entry.path, partial, data))
-    finally:
-        bar.close()
-    _verify(partial)
+        _verify(working)
+    except StoreCorruptError:
+        location.remove(working)  # a rerun starts from scratch, not from damaged files
+        raise
     lease.check()
-    fs, p = location.fs_and_path(partial)
-    fs.mv(p, location.fs_and_path(dst)[1])
-    result.files_copied, result.bytes_copied, result.verified = 1, len(data), True
+    for name, data in finals.items():
+        result.bytes_copied += _copy_one(backend.member_path(entry.path, name),
+                                         backend.member_path(working, name), data)
+        result.files_copied += 1
+    backend.commit(working, dst)
+    result.verified = True
 
 
 def _verify(path: Any) -> None:

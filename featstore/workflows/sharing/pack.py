@@ -26,15 +26,18 @@ import stat
 import time
 import uuid
 import zipfile
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from featstore.errors import DiskFullError, FeatstoreError, ReadOnlyStoreError, StoreCorruptError
+from featstore.errors import (AlreadyExistsError, DiskFullError, FeatstoreError, NotFoundError,
+                              ReadOnlyStoreError, StoreCorruptError)
+from featstore.utils.atomic import atomic_open
 from featstore.utils.keys import now_iso
 from featstore.store import Root, location, open_store
-from featstore.store.lease import Lease
-from featstore.workflows.sharing.copy import _listing, read_local, refuse_links, select
+from featstore.store.lease import hold_lease
+from featstore.workflows.sharing.copy import read_local, refuse_links, select
 from featstore.workflows.sharing.packcheck import (BLOCK, MANIFEST, PACK_VERSION, Member, PackPlan, SetPlan, check_pack,
                         open_zip)
 
@@ -71,9 +74,9 @@ def pack(root: Any, out: str | Path, *, keys: tuple[str, ...] = (), backbone: st
                              "then send it as you like (or `featstore copy` to share a root).")
     out = Path(out)
     if out.exists():
-        raise FeatstoreError(f"{out} exists; choose another name or remove it first.")
+        raise AlreadyExistsError(f"{out} exists; choose another name or remove it first.")
     if not out.parent.is_dir():
-        raise FeatstoreError(f"The folder {out.parent} does not exist; create it first.")
+        raise NotFoundError(f"The folder {out.parent} does not exist; create it first.")
     entries = [e for e in select(Root(root), keys=keys, backbone=backbone, dataset=dataset)
                if e.complete]
     if not entries:
@@ -82,29 +85,28 @@ def pack(root: Any, out: str | Path, *, keys: tuple[str, ...] = (), backbone: st
                              + f". See `featstore ls {root}`.")
     for e in entries:
         refuse_links(e.path, f"pack {e.key}")
-    partial = out.with_name(out.name + ".partial")
-    try:
-        partial.touch()
-    except OSError as err:
-        raise ReadOnlyStoreError(f"Cannot write {out}: {err.strerror}. Choose a place you can "
-                                 "write to.") from err
     packed, manifest = [], {"format": "featstore-pack", "version": PACK_VERSION,
                             "created_at": now_iso(), "sets": [], "files": {}, "sizes": {}}
     try:
-        # Chunks are compressed already: store them (no second compression).
-        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as zf:
+        with ExitStack() as stack:  # the zip appears under `out` only once it is whole
+            try:  # a folder that refuses new files fails here, before any set is read
+                sink = stack.enter_context(atomic_open(out, "wb"))
+            except OSError as err:
+                raise ReadOnlyStoreError(f"Cannot write {out}: {err.strerror}. Choose a place "
+                                         "you can write to.") from err
+            # Chunks are compressed already: store them (no second compression).
+            zf = stack.enter_context(zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED))
             for e in entries:
-                name, files, total = e.path.name, _listing(e.path), 0
+                name, files, total = e.path.name, e.backend.files(e.path), 0
                 for rel in sorted(files):
                     arc = f"{name}/{rel}" if rel else name
-                    src = location.join(e.path, rel) if rel else e.path
+                    src = e.backend.member_path(e.path, rel)
                     digest, size = _add_member(zf, src, arc, files[rel])
                     manifest["files"][arc], manifest["sizes"][arc] = digest, size
                     total += size
                 manifest["sets"].append({"key": e.key, "name": name, "format": e.format})
                 packed.append(PackedSet(e.key, name, len(files), total))
             zf.writestr(_zip_info(MANIFEST), json.dumps(manifest, indent=2))
-        partial.replace(out)
     except OSError as err:
         if isinstance(err, FeatstoreError):
             raise
@@ -112,9 +114,6 @@ def pack(root: Any, out: str | Path, *, keys: tuple[str, ...] = (), backbone: st
         raise (failed if failed is not err else FeatstoreError(
             f"Packing into {out} failed: {err.strerror or err} ({err.filename or out}). "
             "Nothing was written; check that file and rerun.")) from err
-    finally:
-        if partial.exists():
-            partial.unlink()
     return packed
 
 
@@ -148,7 +147,7 @@ def unpack(pack_file: str | Path, root: Any, *, lease_seconds: float = 60.0) -> 
         raise FeatstoreError(f"unpack reads a local zip file, not {pack_file}: download it first.")
     pack_file = Path(pack_file)
     if not pack_file.is_file():
-        raise FeatstoreError(f"No pack file at {pack_file}.")
+        raise NotFoundError(f"No pack file at {pack_file}.")
     root_path = location.as_path(root)
     if location.is_remote(root_path):
         return _unpack_remote(pack_file, root_path, lease_seconds)
@@ -211,37 +210,33 @@ def _unpack_set(zf: zipfile.ZipFile, plan: PackPlan, s: SetPlan, root: Path,
     result = PackedSet(s.key, s.name, len(s.members), sum(m.size for m in s.members), "present")
     if _complete_here(final):
         return result
-    lease = Lease(root, s.key, seconds=lease_seconds)
-    _acquire(lease, final)
-    staging: Path | None = None
-    try:
-        lease.start_heartbeat()  # renewed while we write: no one else takes the key
+    # Renewed while we write (hold_lease): no one else takes the key meanwhile.
+    with hold_lease(root, s.key, seconds=lease_seconds, what=str(final)) as lease:
         if _complete_here(final):
             return result  # finished by a writer while we waited
         _remove_stale_staging(root, s.key)
         staging = root / f".unpack-{s.key}-{uuid.uuid4().hex[:8]}"
         try:
-            staging.mkdir()
-            for m in s.members:
-                _write_member(zf, plan, m, staging)
-                lease.check()
-        except OSError as err:
-            raise _write_failed(err, root) from err
-        _check_staged(staging / s.name, s, plan)
-        lease.check()  # still ours: nobody else can be writing this key's final name
-        if _complete_here(final):
-            return result
-        location.remove(final)  # an incomplete or damaged leftover of the same key
-        try:
-            os.rename(staging / s.name, final)
-        except OSError as err:
-            raise _write_failed(err, root) from err
-        result.status = "unpacked"
-        return result
-    finally:
-        if staging is not None:
+            try:
+                staging.mkdir()
+                for m in s.members:
+                    _write_member(zf, plan, m, staging)
+                    lease.check()
+            except OSError as err:
+                raise _write_failed(err, root) from err
+            _check_staged(staging / s.name, s, plan)
+            lease.check()  # still ours: nobody else can be writing this key's final name
+            if _complete_here(final):
+                return result
+            location.remove(final)  # an incomplete or damaged leftover of the same key
+            try:
+                os.rename(staging / s.name, final)
+            except OSError as err:
+                raise _write_failed(err, root) from err
+        finally:
             shutil.rmtree(staging, ignore_errors=True)
-        lease.release(remove=True)
+    result.status = "unpacked"
+    return result
 
 
 def _remove_stale_staging(root: Path, key: str) -> None:
@@ -259,17 +254,6 @@ def _write_failed(err: OSError, root: Path) -> OSError:
         return FeatstoreError(f"Cannot write into {root}: {err.strerror or err}. Nothing was "
                               "unpacked; check the folder and rerun.")  # type: ignore[return-value]
     return out
-
-
-def _acquire(lease: Lease, final: Path) -> None:
-    told = False
-    while not lease.acquire():
-        if not told:
-            holder = lease.holder()
-            log.warning("%s is being written by %s; waiting for it.", final,
-                        holder.describe() if holder else "another process")
-            told = True
-        time.sleep(1.0)
 
 
 def _write_member(zf: zipfile.ZipFile, plan: PackPlan, m: Member, staging: Path) -> None:

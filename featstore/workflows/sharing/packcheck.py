@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from featstore.errors import DataError, FeatstoreError
+from featstore.store import BACKENDS, FeatureStore
 
 MANIFEST = "featstore-pack.json"
 PACK_VERSION = 1
@@ -38,11 +39,15 @@ RATIO_FROM = 1 << 20            # chunks compressed already, so any big ratio is
 MAX_DEPTH = 8                   # components of a member name (KEY.zarr/features/c/0/0/0 is 6)
 MAX_NAME = 1024
 
-SET_NAME = re.compile(r"[0-9a-f]{8,64}\.(zarr|h5)")
+#: A set's name in a pack: a key and the suffix of a backend (``KEY.zarr``, ``KEY.h5``).
+SET_NAME = re.compile(r"[0-9a-f]{8,64}(" + "|".join(re.escape(b.suffix) for b in BACKENDS)
+                      + ")")
 _PART = re.compile(r"[A-Za-z0-9._-]+")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
-_SUFFIX = {"zarr": ".zarr", "hdf5": ".h5"}
+_SUFFIX = {b.format: b.suffix for b in BACKENDS}
+#: What the manifest and the errors say a set's name is.
+_EXPECTED = " or ".join(f"<key>{b.suffix}" for b in BACKENDS)
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,13 @@ def _check_entry(pack: Path, info: zipfile.ZipInfo) -> None:
                 "file")
 
 
+def _backend(name: str) -> type[FeatureStore] | None:
+    """The backend of a set named ``name`` in a pack (None if it names no set)."""
+    if not SET_NAME.fullmatch(name):
+        return None
+    return next(b for b in BACKENDS if name.endswith(b.suffix))
+
+
 def _member_parts(pack: Path, info: zipfile.ZipInfo) -> tuple[str, ...]:
     """The checked components of a member's name, its set's folder or file first."""
     name = info.filename[:-1] if info.is_dir() else info.filename
@@ -157,13 +169,16 @@ def _member_parts(pack: Path, info: zipfile.ZipInfo) -> tuple[str, ...]:
     if why:
         _refuse(pack, f"member {_show(info.filename)} {why}")
     parts = tuple(name.split("/"))
-    if not SET_NAME.fullmatch(parts[0]) or (parts[0].endswith(".zarr") and len(parts) == 1
-                                            and not info.is_dir()):
+    backend = _backend(parts[0])
+    if backend is None or (not backend.single_file and len(parts) == 1
+                           and not info.is_dir()):
+        expected = " or ".join(f"<key>{b.suffix}" + ("" if b.single_file else "/...")
+                               for b in BACKENDS)
         _refuse(pack, f"member {_show(info.filename)} is not part of a feature set (expected "
-                "<key>.zarr/... or <key>.h5)")
-    if parts[0].endswith(".h5") and (len(parts) > 1 or info.is_dir()):
-        _refuse(pack, f"member {_show(info.filename)} is inside {parts[0]}, but an .h5 set is "
-                "one file")
+                f"{expected})")
+    if backend.single_file and (len(parts) > 1 or info.is_dir()):
+        _refuse(pack, f"member {_show(info.filename)} is inside {parts[0]}, but a "
+                f"{backend.suffix} set is one file")
     if info.is_dir() and info.file_size:
         _refuse(pack, f"member {_show(info.filename)} is a folder entry holding data")
     return parts
@@ -216,7 +231,7 @@ def _manifest_sets(pack: Path, man: dict[str, Any]) -> dict[str, SetPlan]:
         if not (isinstance(name, str) and isinstance(key, str) and suffix
                 and SET_NAME.fullmatch(name) and name == key + suffix):
             _refuse(pack, f"its manifest names a set {_show(name)} (key {_show(key)}, format "
-                    f"{_show(fmt)}); expected <key>.zarr or <key>.h5")
+                    f"{_show(fmt)}); expected {_EXPECTED}")
         if name in out:
             _refuse(pack, f"its manifest lists the set {name} twice")
         out[name] = SetPlan(key, name, fmt)
