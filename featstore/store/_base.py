@@ -186,7 +186,17 @@ class FeatureStore(StoreFormat):
                                     f"{whole_repair_hint(self.path)}")
 
     def check_files(self) -> None:
-        """Raise StoreDamagedError if a committed chunk's file is missing."""
+        """Raise StoreDamagedError if a committed chunk's file is missing, or if a set
+        marked complete lacks the record of a chunk (records cleared by hand or by a
+        forged pack: such chunks would otherwise be read unchecked)."""
+        if self.complete:
+            unrecorded = sorted(set(range(self.n_chunks)) - self._committed_chunks())
+            if unrecorded:
+                raise StoreDamagedError(
+                    f"{self.path} is damaged: it is marked complete but chunks "
+                    f"{unrecorded[:10]}{'...' if len(unrecorded) > 10 else ''} have no "
+                    f"recorded sha256. {chunk_repair_hint(self.path)}",
+                    chunks=unrecorded, array=schema.FEATURES)
         damaged = self.damaged_chunk_files()
         if damaged:
             chunks = sorted(damaged)

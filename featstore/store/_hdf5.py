@@ -146,7 +146,19 @@ class HDF5Store(FeatureStore):
 
     def _array(self, name: str) -> Any:
         try:
-            return self._file.get(name)
+            link = self._file.get(name, getlink=True)
+            if link is None:
+                return None
+            dataset = self._file.get(name) if isinstance(link, h5py.HardLink) else None
+            if dataset is None or not isinstance(dataset, h5py.Dataset) or dataset.external \
+                    or dataset.is_virtual:
+                # Links, external raw data and virtual datasets read other files: a set
+                # from a pack or a shared root must hold its own bytes.
+                raise StoreCorruptError(
+                    f"{self.path}: the dataset {name!r} is a link, external data or a virtual "
+                    "dataset (it reads other files); featstore sets hold their own bytes. "
+                    f"Do not use this file. {whole_repair_hint(self.path)}")
+            return dataset
         except (FeatstoreError, MemoryError):
             raise
         except Exception as err:  # a damaged object header

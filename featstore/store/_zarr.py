@@ -26,7 +26,6 @@ from featstore.store.codecs import zarr_compressors
 
 #: The group metadata: holds the featstore attribute, and so ``complete``.
 GROUP_META = "zarr.json"
-#: What a featstore Zarr folder holds at its top level: the group metadata and the arrays.
 log = logging.getLogger(__name__)
 
 #: Temporary files of writes a kill interrupted: zarr's own (``NAME.<32 hex>.partial``:
@@ -34,8 +33,27 @@ log = logging.getLogger(__name__)
 #: location.put_atomic's (``.NAME.XXXXXXXX.tmp``, written by copy).
 STRAY = re.compile(r"^(?:.+\.[0-9a-f]{32}\.partial|\..+\.[0-9a-f]{8}\.tmp)$")
 
+#: What a featstore Zarr folder holds at its top level: the group metadata and the arrays.
 MEMBERS = frozenset({GROUP_META, schema.FEATURES, schema.LABELS, schema.SAMPLE_IDS,
                      schema.VALID, schema.CHUNK_SHA256})
+
+
+def _written_by_featstore(rel: str) -> bool:
+    """Whether ``rel`` (a file's name relative to a set folder) is one featstore writes:
+    zarr.json, an array's zarr.json or chunk file (``ARRAY/c/0/1``), or a temporary file
+    of an interrupted write. Before removing a set without metadata, every file must be
+    one of these: user files in a folder named like a key are never removed."""
+    parts = rel.split("/")
+    arrays = MEMBERS - {GROUP_META}
+    if STRAY.match(parts[-1]):  # beside zarr.json, or inside an array's folder
+        return len(parts) == 1 or (parts[0] in arrays and (len(parts) == 2 or (
+            parts[1] == "c" and all(x.isdigit() for x in parts[2:-1]))))
+    if parts == [GROUP_META]:
+        return True
+    if len(parts) < 2 or parts[0] not in arrays:
+        return False
+    return parts[1:] == [GROUP_META] or (
+        len(parts) >= 3 and parts[1] == "c" and all(x.isdigit() for x in parts[2:]))
 
 
 def zarr_location(path: Any, *, read_only: bool) -> Any:
@@ -74,8 +92,8 @@ class ZarrStore(FeatureStore):
         fs, p = location.fs_and_path(path)
         if not fs.isdir(p):
             return False
-        names = {n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(p, detail=False)}
-        return all(cls.is_member(n) for n in names)
+        base = p.rstrip("/") + "/"
+        return all(_written_by_featstore(name[len(base):]) for name in fs.find(p))
 
     @classmethod
     def read_metadata(cls, path: Any) -> Any:

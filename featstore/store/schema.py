@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from featstore.utils.keys import content_key
 from featstore.errors import SchemaVersionError, StoreCorruptError
 
 #: Bumped on any change a reader of the previous version could misread.
@@ -152,6 +153,14 @@ def check_metadata(meta: Any, where: str) -> dict[str, Any]:
             for v in digests.values())):
         raise StoreCorruptError(f"{where}: metadata field {ARRAYS_SHA256!r} must map array "
                                 "names to sha256 hex digests. Extract the set again.")
+    inputs = meta.get("key_inputs")
+    if inputs and content_key(inputs) != meta["key"]:
+        # A set renamed, or forged in a pack, under another key's name would otherwise be
+        # served as that key's cache hit: the key is the hash of the recorded inputs.
+        raise StoreCorruptError(
+            f"{where}: a forged or renamed set: its key {meta['key']} is not the hash of the "
+            f"inputs its metadata records ({content_key(inputs)}). Do not use it; remove it "
+            "with `featstore rm` and extract (or ask for) the set again.")
     return meta
 
 
