@@ -38,6 +38,35 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+#: ``ctx.meta`` key: a command run with ``--json`` sets it to a dict (what it finished
+#: before failing, say) so that a failure also prints one JSON object on stdout,
+#: ``{"error": {"type", "message", "exit_code"}, **that dict}``; the message still goes
+#: to stderr and the exit code stays non-zero.
+JSON_ERRORS = "featstore.json_errors"
+
+
+def _json_error(ctx: click.Context, err: BaseException, message: str, code: int) -> None:
+    """Under ``--json`` (see :data:`JSON_ERRORS`): the failure as JSON on stdout."""
+    extra = ctx.meta.get(JSON_ERRORS)
+    if extra is not None:
+        from featstore_cli.options import echo_json
+
+        echo_json({"error": {"type": type(err).__name__, "message": message,
+                             "exit_code": code}, **extra})
+
+
+def _fail(ctx: click.Context, err: BaseException, message: str, code: int = 1, *,
+          shown: str | None = None) -> None:
+    """Report a failure on stderr (``shown``, default ``Error: message`` in red) and under
+    ``--json`` on stdout; then exit with ``code``."""
+    _json_error(ctx, err, message, code)
+    if shown is None:
+        click.secho(f"Error: {message}", err=True, fg="red")
+    else:
+        click.echo(shown, err=True)
+    ctx.exit(code)
+
+
 class LazyGroup(click.Group):
     """Imports a command's module only when that command runs (``--help`` stays instant)."""
 
@@ -62,22 +91,23 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except FeatstoreError as err:
-            click.secho(f"Error: {err}", err=True, fg="red")
-            ctx.exit(err.exit_code if err.exit_code else 1)
+            _fail(ctx, err, str(err), err.exit_code if err.exit_code else 1)
+        except click.exceptions.Exit:
+            raise
         except Exception as err:
             # Remote storage (credentials, permissions, buckets) explained without a traceback.
             from featstore.store.location import explain_storage_error
 
             message = explain_storage_error(err) or _explain_botocore(err) or _explain_os_error(err)
             if message is None:
+                if not isinstance(err, click.ClickException):  # a bug: JSON, then the traceback
+                    _json_error(ctx, err, str(err), 1)
                 raise
             logging.getLogger("featstore").debug("user error", exc_info=True)  # -vv shows it
-            click.secho(f"Error: {message}", err=True, fg="red")
-            ctx.exit(1)
-        except KeyboardInterrupt:
-            click.echo("\nInterrupted. Committed chunks are kept: rerun the same command to "
-                       "resume.", err=True)
-            ctx.exit(130)
+            _fail(ctx, err, message, 1)
+        except KeyboardInterrupt as err:
+            message = "Interrupted. Committed chunks are kept: rerun the same command to resume."
+            _fail(ctx, err, message, 130, shown="\n" + message)
 
 
 #: Local file errors a user causes and fixes (a path, a permission, a full disk), by errno.

@@ -100,3 +100,9 @@ class ConfigError(FeatstoreError, ValueError):
 class OtherRunExistsError(AlreadyExistsError, ConfigError):
     """An output folder holds a run made with other options (``pretrain --out``): going
     on would mix the two; the message says how to keep or discard it."""
+
+
+class ModelChangedError(FeatstoreError, RuntimeError):
+    """The model behind a backbone spec no longer computes what it computed for a feature
+    set (an API serving another model under the same name): resuming or reusing the set
+    would mix two models under one key."""

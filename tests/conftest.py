@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray_cluster as _ray_env  # noqa: F401  (sets Ray's environment before anything imports Ray)
 from helpers import S3_TEST_SECRET, is_fast, make_images, start_moto
 
 # Tests never reach a model hub, even where the machine has internet.
@@ -83,3 +84,16 @@ def s3_root(s3_server, request) -> str:
     bucket = f"t-{uuid.uuid4().hex[:12]}"
     s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
     return f"s3://{bucket}/features"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real two-node Ray cluster on 127.0.0.1 (tests/ray_cluster.py), shared by the
+    session; skips when Ray is not installed. A test that removes a node adds one back."""
+    from ray_cluster import TwoNodeCluster, ray_available
+
+    if not ray_available():
+        pytest.skip("Ray is not installed: pip install 'featstore[ray]'")
+    cluster = TwoNodeCluster()
+    yield cluster
+    cluster.shutdown()

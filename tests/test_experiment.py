@@ -4,6 +4,7 @@ MNIST-5k and UCI digits), and the report's per-job ID/OOD averages."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +57,29 @@ def test_report_averages_use_each_jobs_own_id_and_ood(tmp_path):
     rows = {r["train"]: r for r in df.to_dict("records")}
     assert rows["a/train"]["ID avg"] == "90.00" and rows["a/train"]["OOD avg"] == "30.00"
     assert rows["b/train"]["ID avg"] == "80.00" and rows["b/train"]["OOD avg"] == "20.00"
+
+
+def test_report_shows_sample_std_and_names_runs_in_words(tmp_path):
+    """Tables show the sample std (n/a with one seed) and say so; legends name the
+    method, its non-default options and what was chosen on validation, in words."""
+    from featstore.workflows.report import results_table, run_label, write_report
+
+    def rec(method, accs, params=None, **extra):
+        runs = [{"seed": s, "scores": {"a/test": {"kind": "id", "accuracy": a}}}
+                for s, a in enumerate(accs)]
+        return {"method": method, "train": {"name": "a/train"}, "params": params or {},
+                "runs": runs, **extra}
+
+    three = rec("lp", [0.80, 0.81, 0.83], {"epochs": 30, "lr": 0.1})
+    one = rec("mlp", [0.9])
+    rows = {r["method"].split()[0]: r for r in results_table([three, one]).to_dict("records")}
+    assert rows["lp"]["a/test"] == "81.33 ± 1.53" and rows["lp"]["seeds"] == 3  # ddof = 1
+    assert rows["mlp"]["a/test"] == "90.00 ± n/a"
+    assert run_label(three) == "linear probe (lr 0.1) — a"  # 30 epochs is the default
+    sel = {"on": "val", "metric": "accuracy", "chosen": {"lr": 0.01}}
+    assert (run_label(rec("lp", [0.8], {"lr": 0.01, "epochs": 5}, selection=sel))
+            == "linear probe (5 epochs, lr 0.01 chosen on val) — a")
+    results = tmp_path / "r.jsonl"
+    results.write_text("\n".join(json.dumps(r) for r in (three, one)) + "\n")
+    md = Path(write_report(results, tmp_path / "rep")["markdown"]).read_text()
+    assert "sample std (ddof = 1) over 1–3 seeds" in md and "n/a where a row has one seed" in md

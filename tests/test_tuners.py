@@ -88,7 +88,8 @@ def test_regression_target():
     X, _ = _data()
     target = (X[:, 0] * 2 + X[:, 1]).astype(np.float32)
     est = MLPTuner(lr=3e-3, **FAST).fit(X, target)
-    assert est.task_ == "regression" and est.score(X, target) > 0.9  # Pearson r
+    assert est.task_ == "regression" and est.score(X, target) > 0.75  # R², as scikit-learn's
+    assert np.corrcoef(est.predict(X), target)[0, 1] > 0.9  # Pearson r, as `tune` reports
 
 
 def test_nmtune_uses_two_cached_views():

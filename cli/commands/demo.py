@@ -28,17 +28,22 @@ def demo(root: str, limit: int | None, seeds: int, epochs: int, device: str, as_
     click.echo("\nStored feature sets (a rerun reuses them):")
     click.echo(table(s["stored"], [("key", "key"), ("dataset", "dataset"), ("split", "split"),
                                    ("shape", "N x D"), ("status", "status"), ("seconds", "seconds")]))
-    click.echo(f"\nHeads trained on mnist-5k/train ({seeds} seeds; accuracy %, mean ± std; "
+    click.echo(f"\nHeads trained on mnist-5k/train ({seeds} seeds; accuracy %, mean ± sample std; "
                "SVE/LSVR of the tuned features on the test split):")
     rows = []
     for method, summ in s["tuned"].items():
         ident, ood = (next(v for v in summ.values() if v["kind"] == k) for k in ("id", "ood"))
         rows.append({"method": method,
-                     "id": f"{100 * ident['accuracy']['mean']:.2f} ± {100 * ident['accuracy']['std']:.2f}",
-                     "ood": f"{100 * ood['accuracy']['mean']:.2f} ± {100 * ood['accuracy']['std']:.2f}",
+                     "id": _pm(ident["accuracy"]), "ood": _pm(ood["accuracy"]),
                      "sve": f"{ident['sve']['mean']:.3f}", "lsvr": f"{ident['lsvr']['mean']:.3f}"})
     click.echo(table(rows, [("method", "method"), ("id", "ID mnist-5k/test"),
                             ("ood", "OOD uci-digits/test"), ("sve", "SVE"), ("lsvr", "LSVR")]))
     click.echo("\nRaw-feature spectra: " + "; ".join(
         f"{k}: SVE {v['sve']:.3f}, LSVR {v['lsvr']:.3f}" for k, v in s["spectra"].items()))
     click.echo(f"\nReport: {s['report']['markdown']} (tables: .csv, .tex; plot: {s['report']['bars']})")
+
+
+def _pm(stat: dict) -> str:
+    """"mean ± sample std" in %; the std is None (n/a) with one seed."""
+    sd = stat["std"]
+    return f"{100 * stat['mean']:.2f} ± " + ("n/a" if sd is None else f"{100 * sd:.2f}")

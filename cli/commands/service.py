@@ -18,6 +18,7 @@ Examples:
                   --data-dir /data/datasets --data-dir /data/weights
   featstore serve --root features --tokens-file tokens.txt --devices cpu --port 9000 \
                   --limits image_size=512,batch_size=256
+  featstore serve --root /shared/features --tokens-file tokens.txt --ray 10.0.0.5:6379
 """
 
 SUBMIT_EXAMPLES = """
@@ -88,13 +89,19 @@ token_file_option = click.option("--token-file", type=click.Path(dir_okay=False)
 @click.option("--read-timeout", type=click.FloatRange(0.1, 300), default=5.0,
               show_default=True,
               help="Seconds a client may pause while sending a request; then 408.")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Run the workers as Ray actors on the cluster at ADDRESS (auto, HOST:PORT "
+                   "or ray://HOST:PORT): --devices then names kinds (auto: one per GPU of the "
+                   "cluster, else one per CPU; or cpu,cuda,...). ROOT and the --data-dir "
+                   "folders must be shared by every node (same path) or be s3:// URLs.")
 def serve(root: str, devices: str, host: str, port: int, tokens_file: str | None,
           queue_path: str | None, lease_seconds: float, max_attempts: int, max_queue: int,
           max_per_token: int, max_request_bytes: int, max_jobs_per_request: int,
           keep_backbones: int, allow_plugins: tuple[str, ...], data_dirs: tuple[str, ...],
-          limits: tuple[str, ...], read_timeout: float) -> None:
+          limits: tuple[str, ...], read_timeout: float, ray_address: str | None) -> None:
     """Run the extraction service: an HTTP JSON API, a persistent job queue and one
-    worker process per device, all extracting into ROOT.
+    worker process per device (with --ray: one Ray actor per device of a cluster), all
+    extracting into ROOT.
 
     Jobs may name files only inside the --data-dir folders, and their options must
     stay within --limits.
@@ -104,24 +111,31 @@ def serve(root: str, devices: str, host: str, port: int, tokens_file: str | None
     worker that dies has its job resumed by another. Ctrl-C stops the workers cleanly.
     """
     from featstore.workflows.service.requests import parse_limits
-    from featstore.workflows.service.config import ServiceConfig, parse_devices
+    from featstore.workflows.service.config import (ServiceConfig, parse_devices,
+                                                    parse_ray_devices)
     from featstore.workflows.service.server import Service
     from featstore.workflows.service.tokens import load_tokens, loose_permissions
     from featstore.store.location import check_cli_root
 
     check_cli_root(root, write=True)
+    if ray_address is not None:  # before anything starts: a bad address or no Ray, one line
+        from featstore.utils.cluster import check_address, require_ray
+
+        ray_address = check_address(ray_address)
+        require_ray()
     tokens = load_tokens(tokens_file)
     if tokens_file and loose_permissions(tokens_file):
         click.secho(f"Warning: {tokens_file} is readable by other users; `chmod 600 "
                     f"{tokens_file}`.", fg="yellow", err=True)
-    cfg = ServiceConfig(root=root, tokens=tokens, devices=parse_devices(devices), host=host,
+    workers = parse_ray_devices(devices) if ray_address else parse_devices(devices)
+    cfg = ServiceConfig(root=root, tokens=tokens, devices=workers, host=host,
                         port=port, queue=queue_path, lease_seconds=lease_seconds,
                         max_attempts=max_attempts, max_queue=max_queue,
                         max_per_token=max_per_token, max_request_bytes=max_request_bytes,
                         max_jobs_per_request=max_jobs_per_request,
                         keep_backbones=keep_backbones, allow_plugins=tuple(allow_plugins),
                         data_dirs=tuple(data_dirs), limits=parse_limits(limits),
-                        read_timeout=read_timeout)
+                        read_timeout=read_timeout, ray=ray_address)
     service = Service(cfg, say=click.echo,
                       warn=lambda m: click.secho(m, fg="yellow", err=True))
     service.run()

@@ -11,6 +11,7 @@ EXAMPLES = """
 Examples:
   featstore spectrum features/a96c --plot spectrum.png
   featstore spectrum features/a96c --head heads/nmtune --preprocessing center --json
+  featstore spectrum s3://bucket/features/a96c --ray auto   (Gram reduction on a Ray cluster)
 """
 
 
@@ -22,9 +23,14 @@ Examples:
 @click.option("--head", default=None,
               help="A saved head (from `tune --save-heads`): analyse its tuned features z instead.")
 @click.option("--plot", "plot_path", default=None, help="Write a PNG of the spectra here.")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Compute the chunks' Gram matrices on a Ray cluster (auto, HOST:PORT or "
+                   "ray://HOST:PORT), summed here in chunk order: the same bits as without "
+                   "--ray. The stores must be readable from every worker (a shared folder or "
+                   "s3://). Needs `pip install 'featstore[ray]'`.")
 @json_option
 def spectrum(stores: tuple[str, ...], preprocessing: str, head: str | None, plot_path: str | None,
-             as_json: bool) -> None:
+             ray_address: str | None, as_json: bool) -> None:
     """Singular values of STORES' features (exact, streamed through a float64 Gram
     matrix): SVE, LSVR, effective rank and top-k energy. With --head, of the tuned
     features z = head(f), computed chunk by chunk."""
@@ -32,6 +38,13 @@ def spectrum(stores: tuple[str, ...], preprocessing: str, head: str | None, plot
     from featstore.store import open_store
 
     est = None
+    if head and ray_address:
+        raise click.UsageError("--ray computes the spectrum of stored features; the tuned "
+                               "features of --head are computed here. Leave out one of them.")
+    if ray_address:
+        from featstore.utils.cluster import connect
+
+        connect(ray_address)  # fails early, with the install hint, before any store is read
     if head:
         from featstore.workflows.tuning import load_head
 
@@ -41,7 +54,11 @@ def spectrum(stores: tuple[str, ...], preprocessing: str, head: str | None, plot
     results = []
     for s in stores:
         with open_store(s) as fs:
-            if est is None:
+            if est is None and ray_address:
+                from featstore.analysis.gram_ray import spectrum_of_store_on_ray
+
+                sp = spectrum_of_store_on_ray(str(fs.path), ray_address, preprocessing)
+            elif est is None:
                 sp = spectrum_of_store(fs, preprocessing)
             else:
                 from featstore.utils.keys import backbone_key

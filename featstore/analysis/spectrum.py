@@ -28,38 +28,59 @@ def _prep(block: np.ndarray, how: str) -> np.ndarray:
     return x
 
 
-def gram_from_chunks(chunks: Iterable[np.ndarray], preprocessing: str = "l2"
-                     ) -> tuple[np.ndarray, int]:
-    """FᵀF (float64) and the row count, from row blocks of F.
+def check_preprocessing(preprocessing: str) -> str:
+    if preprocessing not in PREPROCESSING:
+        raise ConfigError(f"The 'preprocessing' parameter must be one of {', '.join(PREPROCESSING)}. "
+                          f"Got {preprocessing!r} instead.")
+    return preprocessing
+
+
+def gram_partial(block: np.ndarray, preprocessing: str = "l2"
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
+    """One row block's share of the Gram matrix: XᵀX (float64), the column sums and the
+    row count of the preprocessed block X. Computed locally or on a Ray worker
+    (:mod:`featstore.analysis.gram_ray`), then summed by :func:`reduce_partials`."""
+    x = _prep(block, "none" if preprocessing == "center" else preprocessing)
+    if x.ndim != 2:
+        raise DataError(f"Expected 2-d row blocks (N, D); got shape {x.shape}.")
+    if not np.isfinite(x).all():
+        raise DataError("Features contain NaN or inf; the spectrum is undefined. "
+                        "Check the store with `featstore verify`.")
+    return x.T @ x, x.sum(axis=0), x.shape[0]
+
+
+def reduce_partials(partials: Iterable[tuple[np.ndarray, np.ndarray, int]],
+                    preprocessing: str = "l2") -> tuple[np.ndarray, int]:
+    """FᵀF and the row count from per-block partials, summed one after another in the
+    order given: the one reduction order of the local and the Ray path, so both give
+    the same bits (float64 addition is not associative).
 
     Column centring needs the column means, so for ``center`` the sums are kept
     alongside and the Gram matrix is corrected at the end: (F−1μᵀ)ᵀ(F−1μᵀ) = FᵀF − nμμᵀ.
     """
-    if preprocessing not in PREPROCESSING:
-        raise ConfigError(f"The 'preprocessing' parameter must be one of {', '.join(PREPROCESSING)}. "
-                          f"Got {preprocessing!r} instead.")
     gram = None
     col_sum = None
     n = 0
-    for block in chunks:
-        x = _prep(block, "none" if preprocessing == "center" else preprocessing)
-        if x.ndim != 2:
-            raise DataError(f"Expected 2-d row blocks (N, D); got shape {x.shape}.")
-        if not np.isfinite(x).all():
-            raise DataError("Features contain NaN or inf; the spectrum is undefined. "
-                            "Check the store with `featstore verify`.")
+    for part_gram, part_sum, part_n in partials:
         if gram is None:
-            gram = np.zeros((x.shape[1], x.shape[1]))
-            col_sum = np.zeros(x.shape[1])
-        gram += x.T @ x
-        col_sum += x.sum(axis=0)
-        n += x.shape[0]
+            gram = np.zeros_like(part_gram)
+            col_sum = np.zeros_like(part_sum)
+        gram += part_gram
+        col_sum += part_sum
+        n += part_n
     if gram is None or n == 0:
         raise DataError("No rows to analyse.")
     if preprocessing == "center":
         mu = col_sum / n
         gram -= n * np.outer(mu, mu)
     return gram, n
+
+
+def gram_from_chunks(chunks: Iterable[np.ndarray], preprocessing: str = "l2"
+                     ) -> tuple[np.ndarray, int]:
+    """FᵀF (float64) and the row count, from row blocks of F (see :func:`reduce_partials`)."""
+    check_preprocessing(preprocessing)
+    return reduce_partials((gram_partial(b, preprocessing) for b in chunks), preprocessing)
 
 
 def singular_values(gram: np.ndarray, n_rows: int) -> np.ndarray:
@@ -119,16 +140,18 @@ def spectrum_of_blocks(blocks: Iterable[np.ndarray], preprocessing: str = "l2") 
     return summarize(singular_values(gram, n), n, gram.shape[0], preprocessing)
 
 
+def store_block(block: np.ndarray, valid: np.ndarray | None, view: int = 0) -> np.ndarray:
+    """The rows of one stored chunk that enter the spectrum: one view, valid rows only."""
+    if block.ndim == 3:
+        block = block[:, view]
+    return block if valid is None else block[valid]
+
+
 def spectrum_of_store(store: Any, preprocessing: str = "l2", valid_only: bool = True,
                       view: int = 0) -> Spectrum:
     """Stream a store's features chunk by chunk (memory O(D²))."""
     valid = store.valid if valid_only else None
-
-    def blocks() -> Iterable[np.ndarray]:
-        for start, stop, block in store.iter_chunks():
-            if block.ndim == 3:
-                block = block[:, view]
-            yield block if valid is None else block[valid[start:stop]]
-
-    gram, n = gram_from_chunks(blocks(), preprocessing)
+    blocks = (store_block(block, None if valid is None else valid[start:stop], view)
+              for start, stop, block in store.iter_chunks())
+    gram, n = gram_from_chunks(blocks, preprocessing)
     return summarize(singular_values(gram, n), n, store.n_features, preprocessing)

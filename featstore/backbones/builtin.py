@@ -96,8 +96,8 @@ def st(path: str) -> "Backbone":
                    description="OpenAI-compatible embeddings API (key from $OPENAI_API_KEY)",
                    argument="MODEL", argument_help="a model name",
                    example="openai:text-embedding-ada-002",
-                   options=("base_url", "batch_size", "dimensions", "requests_per_minute",
-                            "max_retries"),
+                   options=("base_url", "dimensions", "texts_per_request", "concurrency",
+                            "requests_per_minute", "max_retries", "request_timeout"),
                    fixed_weights="the service computes the embeddings")
 def openai(model: str, **options: Any) -> "Backbone":
     from featstore.backbones.openai_api import OpenAIEmbeddings

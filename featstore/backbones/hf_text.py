@@ -11,13 +11,15 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import pickle
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from featstore.errors import BackboneError, ConfigError, MissingDependencyError
 from featstore.backbones._base import Backbone
+from featstore.backbones._speed import ForwardOptions
 from featstore.backbones._weights import one_line, files_sha256, state_dict_sha256, torch_load_weights_only
 
 POOLINGS = ("cls", "mean", "last")
@@ -164,6 +166,8 @@ class HFTextBackbone(Backbone):
             self.files_sha256 = None
         self.id = display_id or f"hf:{folder.name or path}"
         self.device = torch.device("cpu")
+        self._tokenizer_lock = threading.Lock()
+        self._speed = ForwardOptions(self._embed)
 
     def _load(self, transformers: Any, where: Path | str) -> tuple[Any, Any]:
         """Tokenizer and model, with any failure turned into one BackboneError."""
@@ -222,24 +226,62 @@ class HFTextBackbone(Backbone):
         self.model.to(self.device)
         return self
 
-    def encode(self, batch: list[str]) -> torch.Tensor:
-        texts = [t.lower() for t in batch] if self.lowercase else list(batch)
-        tokens = self.tokenizer(texts, padding=True, truncation=True,
-                                max_length=self.max_length, return_tensors="pt").to(self.device)
-        with torch.inference_mode():
-            out = self.model(**tokens, output_hidden_states=self.layer != -1)
-            hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
-            mask = tokens["attention_mask"].to(hidden.dtype)
-            if self.pooling == "cls":
-                emb = hidden[:, 0]
-            elif self.pooling == "mean":
-                emb = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1e-9)
-            else:  # last real token, whichever side the padding is on
-                if self.tokenizer.padding_side == "left":
-                    emb = hidden[:, -1]
-                else:
-                    last = mask.sum(1).long() - 1
-                    emb = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-            if self.normalize:
-                emb = torch.nn.functional.normalize(emb, dim=-1)
-        return emb.float().cpu()
+    def configure(self, *, precision: str = "float32", compile: bool = False) -> None:
+        self._speed.set(precision, compile, self.device, self.id)
+
+    def settings(self) -> dict[str, Any]:
+        return {"precision": self._speed.precision, "compile": self._speed.compile}
+
+    def _texts(self, items: Sequence[Any]) -> list[str]:
+        return [t.lower() for t in items] if self.lowercase else list(items)
+
+    def _tokenize(self, texts: list[str], **kwargs: Any) -> Any:
+        # One call at a time: a fast tokenizer's padding/truncation state is shared, and
+        # two threads changing it at once fail ("Already borrowed").
+        with self._tokenizer_lock:
+            return self.tokenizer(texts, truncation=True, max_length=self.max_length, **kwargs)
+
+    def sample_lengths(self, samples: Any, rows: Sequence[int]) -> list[int]:
+        """Token counts (after truncation); an unreadable or non-text sample counts 0
+        (the loader records it as invalid)."""
+        texts = []
+        for i in rows:
+            try:
+                text = samples.load(i)
+            except Exception:  # reported by the loader, with the sample id
+                text = ""
+            texts.append(text if isinstance(text, str) else "")
+        return [len(ids) for ids in self._tokenize(self._texts(texts))["input_ids"]]
+
+    def collate(self, items: Sequence[Any]) -> Any:
+        """Tokenize a batch (in the loader's thread, ahead of the forward pass), padded to
+        its longest text."""
+        tokens = self._tokenize(self._texts(items), padding=True, return_tensors="pt")
+        if self.device.type == "cuda":  # pinned: the copy to the GPU does not block
+            tokens = {k: v.pin_memory() for k, v in tokens.items()}
+        return tokens
+
+    def encode(self, batch: Any) -> torch.Tensor:
+        """Features of a :meth:`collate`d batch, or of a list of texts."""
+        if isinstance(batch, (list, tuple)):
+            batch = self.collate(batch)
+        tokens = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        return self._speed.run(self.device, tokens).float().cpu()
+
+    def _embed(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self.model(**tokens, output_hidden_states=self.layer != -1)
+        hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
+        mask = tokens["attention_mask"].to(hidden.dtype)
+        if self.pooling == "cls":
+            emb = hidden[:, 0]
+        elif self.pooling == "mean":
+            emb = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1e-9)
+        else:  # last real token, whichever side the padding is on
+            if self.tokenizer.padding_side == "left":
+                emb = hidden[:, -1]
+            else:
+                last = mask.sum(1).long() - 1
+                emb = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        if self.normalize:
+            emb = torch.nn.functional.normalize(emb.float(), dim=-1)
+        return emb

@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 #: that has no use for them drops them (after :func:`_check_weights` refused weights
 #: it would ignore).
 COMMON_OPTIONS = ("weights", "pretrained", "image_size", "seed")
+#: Options of embedding-API backbones (``openai:MODEL``). Extraction passes them only
+#: when set, and only an entry that lists them takes them: a model run here would
+#: ignore them, so they are refused even where an entry takes every other option.
+API_OPTIONS = ("dimensions", "texts_per_request", "concurrency", "requests_per_minute",
+               "max_retries", "request_timeout")
 #: How a plugin is written in a spec (shown with the registered names).
 PLUGIN_FORM = "module:function"
 
@@ -209,6 +214,10 @@ def _check_weights(options: dict[str, Any], what: str, why: str | None) -> None:
 def _only(options: dict[str, Any], names: tuple[str, ...] | None, what: str) -> dict[str, Any]:
     """The options the factory takes; any other than the common ones is refused."""
     if names is None:
+        api = sorted(set(options) & set(API_OPTIONS))
+        if api:
+            raise ConfigError(f"Options {api} apply to embedding APIs (openai:MODEL), not to "
+                              f"{what}. Leave them out.")
         return options
     extra = set(options) - set(names) - set(COMMON_OPTIONS)
     if extra:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import difflib
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
 from featstore.errors import BackboneError, UnknownBackboneError
 from featstore.backbones._base import Backbone
+from featstore.backbones._speed import ForwardOptions
 from featstore.backbones._weights import match_state_dict, read_state_dict, state_dict_sha256
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,9 @@ class TimmBackbone(Backbone):
             self.pooling = getattr(self.model.global_pool, "pool_type", None) or pooling or "avg"
         self.id = display_id or f"timm:{name}"
         self.device = torch.device("cpu")
+        self.channels_last = prefers_channels_last(self.model)
+        self.model.to(memory_format=self.memory_format)
+        self._speed = ForwardOptions(self._forward)
         with torch.inference_mode():
             probe = torch.zeros((1,) + tuple(cfg["input_size"]))
             self.num_features = int(self._forward(probe).shape[-1])
@@ -163,22 +167,44 @@ class TimmBackbone(Backbone):
 
     def to(self, device: torch.device) -> "TimmBackbone":
         self.device = torch.device(device)
-        self.model.to(self.device)
-        if self.device.type == "cuda":
-            self.model.to(memory_format=torch.channels_last)
+        self.model.to(self.device, memory_format=self.memory_format)
         return self
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """channels-last for convolutional networks, contiguous for the rest (ViTs)."""
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def configure(self, *, precision: str = "float32", compile: bool = False) -> None:
+        self._speed.set(precision, compile, self.device, self.id)
+
+    def settings(self) -> dict[str, Any]:
+        return {"memory_format": "channels_last" if self.channels_last else "contiguous",
+                "precision": self._speed.precision, "compile": self._speed.compile}
+
+    def collate(self, items: Sequence[Any]) -> torch.Tensor:
+        x = torch.stack(list(items))
+        if self.channels_last:  # reordered here, in the loader's thread, not in the forward
+            x = x.contiguous(memory_format=torch.channels_last)
+        # Pinned, so that the copy to the GPU runs asynchronously (non_blocking below).
+        return x.pin_memory() if self.device.type == "cuda" else x
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.model.forward_features(x)
         return self.model.forward_head(x, pre_logits=True)
 
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
-        x = batch.to(self.device, non_blocking=True)
-        with torch.inference_mode():
-            if self.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=torch.float16):
-                    out = self._forward(x)
-            else:
-                out = self._forward(x)
-        return out.float().cpu()
+        x = batch.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        return self._speed.run(self.device, x).float().cpu()
+
+
+def prefers_channels_last(model: torch.nn.Module) -> bool:
+    """Whether a model runs faster channels-last: one with convolutions beyond a single
+    patch embedding (CNNs: ResNets, EfficientNets, ConvNeXts), not a plain ViT, whose
+    one convolution is its patch embedding. A rule on the architecture, never a timing,
+    so that the same model always runs (and rounds) the same way.
+    (benchmarks/results/extract_vs_peers.json, "memory_format": measured per family.)
+    """
+    convs = sum(isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)
+                for m in model.modules())
+    return convs > 1

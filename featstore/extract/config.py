@@ -13,6 +13,8 @@ from featstore.utils.validation import (INF, Boolean, Dict, Interval, ListOf, Op
 __all__ = ["DTYPES", "RANGES", "OPTIONAL", "ExtractConfig", "show"]
 
 DTYPES = ("float16", "float32")
+#: Precision of the forward pass (float32, or autocast); see docs/extract.md.
+PRECISIONS = ("float32", "bfloat16", "float16")
 
 #: The range of every integer option, for every caller: the CLI (its flags say the
 #: lower bounds early), config files, the Python API and the extraction service (whose
@@ -26,9 +28,15 @@ RANGES: dict[str, Interval] = {
     "limit": Interval(int, 1, 2**31 - 1),
     "num_workers": Interval(int, 0, 256),
     "seed": Interval(int, 0, 2**63 - 1),
+    "dimensions": Interval(int, 1, 1 << 16),
+    "texts_per_request": Interval(int, 1, 1 << 16),
+    "concurrency": Interval(int, 1, 1024),
+    "max_retries": Interval(int, 0, 100),
+    "threads": Interval(int, 1, 1024),
 }
 #: Integer options that may also be unset (None: the default of the backbone or data).
-OPTIONAL = ("image_size", "limit", "num_workers")
+OPTIONAL = ("image_size", "limit", "num_workers", "dimensions", "texts_per_request",
+            "concurrency", "max_retries", "threads")
 #: Every option's rule, checked in this order (so the service, which builds an
 #: ExtractConfig from a JSON request, needs no checks of its own for these).
 RULES = {
@@ -47,6 +55,12 @@ RULES = {
     **{name: Boolean() for name in ("pretrained", "strict", "force", "progress")},
     "dataset_options": Dict(),
     "lease_seconds": Interval(float, 0, INF, "neither"),
+    **{name: OrNone(Interval(float, 0, INF, "neither"))
+       for name in ("requests_per_minute", "request_timeout")},
+    "check_model": Boolean(),
+    "precision": Options(*PRECISIONS),
+    **{name: Boolean() for name in ("compile", "length_buckets")},
+    "ray": OrNone(Text()),
 }
 
 
@@ -76,6 +90,24 @@ class ExtractConfig:
     progress: bool = True                     # progress bar on a terminal
     dataset_options: dict[str, Any] = field(default_factory=dict)  # column names etc.
     lease_seconds: float = 60.0               # a writer's lease on a key; renewed while it runs
+    # Embedding APIs (openai:MODEL); None: the backbone's default. Only dimensions
+    # changes the values (it is in the key); the rest are recorded in metadata.
+    dimensions: int | None = None             # the API's `dimensions` (shortened embeddings)
+    texts_per_request: int | None = None      # most texts in one request [256]
+    concurrency: int | None = None            # requests in flight at once [4]
+    requests_per_minute: float | None = None  # client-side rate limit [none]
+    max_retries: int | None = None            # retries of one request [6]
+    request_timeout: float | None = None      # seconds to wait for one answer [30]
+    check_model: bool = False                 # probe the model behind a cache hit (APIs)
+    # Speed (docs/extract.md, "Speed options"). Only a precision other than float32
+    # changes the values (it is then in the key); the others are recorded in metadata.
+    precision: str = "float32"                # forward pass: float32, or bfloat16/float16 autocast
+    compile: bool = False                     # torch.compile the forward pass
+    length_buckets: bool = True               # text: batch a chunk's samples by token length
+    # Scale-out (docs/scale-out.md). Neither changes the key; both are recorded in the
+    # metadata, because torch's thread count can change the last bits of float results.
+    ray: str | None = None                    # Ray cluster: auto, HOST:PORT or ray://HOST:PORT
+    threads: int | None = None                # torch threads per worker (None: torch's; 1 with ray)
 
     def __post_init__(self) -> None:
         if isinstance(self.backbones, str):
@@ -99,6 +131,11 @@ class ExtractConfig:
                 f"--views {self.views} needs --augment train: without augmentation every view "
                 "would be identical."
             )
+        if self.ray is not None and self.format != "zarr":
+            raise ConfigError(
+                "--ray writes Zarr only: an HDF5 file cannot be written by several processes "
+                "at once. Drop --format hdf5 (every featstore command reads Zarr), or extract "
+                "HDF5 in one process, without --ray.")
 
     def check_maxima(self, maxima: Mapping[str, int], why: str = "") -> None:
         """Also within these upper bounds (a service's, set by its operator); ``why`` says

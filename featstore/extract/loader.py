@@ -2,14 +2,18 @@
 
 Batches start at chunk boundaries whatever chunks are left to do, so a resumed run
 feeds the backbone exactly the batches an uninterrupted run did and writes the same
-bytes. Augmented views are seeded by (seed, sample index, view).
+bytes. Augmented views are seeded by (seed, sample index, view). :func:`ahead` prepares
+the next batch (decoding without workers, collating, tokenizing) in a thread while the
+forward pass runs.
 """
 
 from __future__ import annotations
 
+import queue
 import random
+import threading
 import zlib
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -68,3 +72,56 @@ def iterate(samples: SampleSet, transform: Callable[[Any], Any], batches: list[l
                         prefetch_factor=4 if num_workers else None,
                         persistent_workers=False)
     yield from loader
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+_DONE = object()
+
+
+def ahead(items: Iterator[T], prepare: Callable[[T], R], *,
+          depth: int = 1) -> Iterator[tuple[T, R]]:
+    """Yield ``(item, prepare(item))``, in order, with up to ``depth`` items fetched and
+    prepared ahead in a background thread (the forward pass releases the GIL; so does a
+    fast tokenizer). An exception there is raised here, at the item it happened on; when
+    the consumer stops early the thread stops at its next item.
+    """
+    out: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: Any) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((item, prepare(item))):
+                    return
+        except BaseException as err:  # handed to the consumer, raised there
+            put((_DONE, err))
+            return
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # a DataLoader's workers stop with its iterator
+        put((_DONE, None))
+
+    thread = threading.Thread(target=work, name="featstore-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, prepared = out.get()
+            if item is _DONE:
+                if prepared is not None:
+                    raise prepared
+                return
+            yield item, prepared
+    finally:
+        stop.set()
+        thread.join()

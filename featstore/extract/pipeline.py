@@ -8,19 +8,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from featstore.utils import keys
 from featstore.backbones import Backbone, backbone_key_inputs, create_backbone
 from featstore.data import SampleSet
 from featstore.utils.devices import resolve_device
-from featstore.errors import (ConfigError, DimensionMismatchError, SampleLoadError, StoreCorruptError,
-                      StoreIncompleteError)
+from featstore.errors import ConfigError, StoreCorruptError, StoreIncompleteError
 from featstore.store import (FeatureStore, Root, backend_for, create_store, location, open_store,
                              schema)
 from featstore.store.lease import FinishedMeanwhile, Lease, LeaseLostError, hold_lease
-from featstore.extract import loader
+from featstore.extract import chunks
 from featstore.extract.config import ExtractConfig
 from featstore.extract.writer import ChunkWriter
 
@@ -65,15 +63,25 @@ def key_inputs(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig) -> di
 
 
 def value_options(cfg: ExtractConfig) -> dict[str, Any]:
-    """The options that change what a given backbone computes on given data."""
+    """The options that change what a given backbone computes on given data.
+
+    A precision other than float32 is among them (keys of float32 sets, the default,
+    stay as they were before the option existed); the memory format, length buckets
+    and torch.compile change at most the last float bits and are recorded in the
+    metadata only (docs/extract.md, "Speed options")."""
+    precision = {"precision": cfg.precision} if cfg.precision != "float32" else {}
     return {"dtype": cfg.dtype, "views": cfg.views, "augment": cfg.augment,
-            "augment_seed": cfg.seed if cfg.augment != "none" else None}
+            "augment_seed": cfg.seed if cfg.augment != "none" else None, **precision}
 
 
 def backbone_options(cfg: ExtractConfig) -> dict[str, Any]:
-    """What :func:`create_backbone` receives besides the spec."""
+    """What :func:`create_backbone` receives besides the spec (embedding-API options
+    only when set: other backbones refuse them)."""
+    from featstore.backbones.registry import API_OPTIONS
+
+    api = {name: getattr(cfg, name) for name in API_OPTIONS if getattr(cfg, name) is not None}
     return {"weights": cfg.weights, "pretrained": None if cfg.pretrained else False,
-            "image_size": cfg.image_size, "pooling": cfg.pooling}
+            "image_size": cfg.image_size, "pooling": cfg.pooling, **api}
 
 
 def request_key_inputs(cfg: ExtractConfig, *, backbone: Any, dataset: Any,
@@ -90,29 +98,59 @@ def request_key_inputs(cfg: ExtractConfig, *, backbone: Any, dataset: Any,
             "split": cfg.splits[0], "format": cfg.format}
 
 
+#: How the chunks still to do are computed and written, under the key's lease:
+#: ``engine(backbone, samples, store, todo, cfg, device, lease)`` returns ``{"invalid":
+#: first failed samples, "rate": samples/s, "extraction": what the metadata records}``.
+#: This process (:func:`local_engine`) or Ray actors (:mod:`featstore.extract.ray_engine`).
+Engine = Callable[..., dict[str, Any]]
+
+
 def extract(cfg: ExtractConfig, *, on_result: Callable[[ExtractResult], None] | None = None
             ) -> list[ExtractResult]:
-    """Extract every backbone × data set × split in ``cfg``, loading each backbone once."""
+    """Extract every backbone × data set × split in ``cfg``, loading each backbone once
+    (with ``cfg.ray``: once here, for the key, and once in each Ray actor)."""
     from featstore.data import load_dataset
 
-    device = resolve_device(cfg.device)
-    sets = [load_dataset(d, s, limit=cfg.limit, seed=cfg.seed, **cfg.dataset_options)
-            for d in cfg.datasets for s in cfg.splits]
+    # With Ray the actors compute; this process only needs the model's description.
+    device = torch.device("cpu") if cfg.ray else resolve_device(cfg.device)
+    pool = None
+    if cfg.ray:  # first: a missing Ray or a wrong address is said before any loading
+        from featstore.extract.ray_engine import RayPool
+
+        pool = RayPool(cfg, backbone_options(cfg))
+    threads = torch.get_num_threads()
     results = []
-    for spec in cfg.backbones:
-        backbone = create_backbone(spec, **backbone_options(cfg))
-        backbone.to(device)
-        for samples in sets:
-            result = extract_one(backbone, samples, cfg, device)
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
+    try:
+        refs = [(d, s) for d in cfg.datasets for s in cfg.splits]
+        sets = [load_dataset(d, s, limit=cfg.limit, seed=cfg.seed, **cfg.dataset_options)
+                for d, s in refs]
+        if cfg.threads and not cfg.ray:
+            torch.set_num_threads(cfg.threads)  # pinned: it changes the last bits
+        for spec in cfg.backbones:
+            backbone = create_backbone(spec, **backbone_options(cfg))
+            backbone.to(device)
+            for (d, s), samples in zip(refs, sets):
+                engine = pool.engine(spec, d, s) if pool is not None else None
+                result = extract_one(backbone, samples, cfg, device, engine=engine)
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+    finally:
+        torch.set_num_threads(threads)
+        if pool is not None:
+            pool.close()
     return results
 
 
 def _metadata(key: str, inputs: dict[str, Any], backbone: Backbone, samples: SampleSet,
               cfg: ExtractConfig, n_features: int) -> dict[str, Any]:
+    from featstore.extract.fingerprint import FINGERPRINT
+
+    # The model's fingerprint (APIs: one probe request at the start of the run) and its
+    # settings that leave the values alone; neither is in the key.
+    own = {FINGERPRINT: backbone.fingerprint(), "backbone_settings": backbone.settings()}
     return {
+        **{name: value for name, value in own.items() if value},
         "schema_version": schema.SCHEMA_VERSION,
         "key": key,
         "complete": False,
@@ -137,9 +175,12 @@ def _metadata(key: str, inputs: dict[str, Any], backbone: Backbone, samples: Sam
     }
 
 
-def _open_for_resume(path: Any, key: str) -> FeatureStore | None:
+def _open_for_resume(path: Any, key: str, backbone: Backbone) -> FeatureStore | None:
     """The incomplete store written for ``path`` (at its backend's working path) to
-    continue, or None to start afresh."""
+    continue, or None to start afresh. A :class:`ModelChangedError` if the model behind
+    ``backbone`` is no longer the one that computed its chunks."""
+    from featstore.extract.fingerprint import check_same_model
+
     target = backend_for(path).working_path(path)
     if not target.exists():
         return None
@@ -152,6 +193,11 @@ def _open_for_resume(path: Any, key: str) -> FeatureStore | None:
     if store.key != key:
         store.close()
         raise StoreCorruptError(f"{target} holds key {store.key}, not {key}; remove it.")
+    try:
+        check_same_model(backbone, store.metadata, target, sorted(store.committed_chunks()))
+    except BaseException:
+        store.close()
+        raise
     return store
 
 
@@ -159,8 +205,11 @@ def _remove(path: Any) -> None:
     location.remove(path)
 
 
-def _cached(path: Any, base: dict[str, Any], t0: float) -> ExtractResult | None:
+def _cached(path: Any, base: dict[str, Any], t0: float, *, model: Backbone | None = None
+            ) -> ExtractResult | None:
     """The result of a cache hit on a complete, undamaged store at ``path``, or None.
+    With ``model``, a hit is first checked to come from the model behind it now
+    (``check_model``; a :class:`ModelChangedError` if not).
 
     A damaged complete store is no hit. Opening it checks that every chunk file is
     there; its labels, sample ids and valid mask are checked against their digests and
@@ -170,6 +219,7 @@ def _cached(path: Any, base: dict[str, Any], t0: float) -> ExtractResult | None:
     only them. Damaged labels or sample ids cannot be recomputed chunk by chunk: an
     error names --force.
     """
+    from featstore.extract.fingerprint import check_same_model
     from featstore.store.integrity import StoreDamagedError, mark_for_reextraction
 
     if not path.exists():
@@ -189,6 +239,8 @@ def _cached(path: Any, base: dict[str, Any], t0: float) -> ExtractResult | None:
             try:
                 valid, _, _ = done.valid, done.labels, done.sample_ids  # checked reads
                 done.check_chunks()
+                if model is not None:
+                    check_same_model(model, done.metadata, path)
                 return ExtractResult(**base, shape=list(done.shape), cached=True,
                                      n_invalid=int((~valid).sum()),
                                      seconds=time.perf_counter() - t0)
@@ -204,8 +256,9 @@ def _cached(path: Any, base: dict[str, Any], t0: float) -> ExtractResult | None:
 
 
 def extract_one(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
-                device: torch.device) -> ExtractResult:
-    """One feature set: cache hit, resume, or a full run."""
+                device: torch.device, *, engine: Engine | None = None) -> ExtractResult:
+    """One feature set: cache hit, resume, or a full run (its chunks computed by
+    ``engine``, default :func:`local_engine`)."""
     if backbone.modality != samples.modality:
         raise ConfigError(
             f"Backbone {backbone.id} reads {backbone.modality}s but data set {samples.name!r} "
@@ -214,6 +267,8 @@ def extract_one(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
     if cfg.augment != "none" and samples.modality != "image":
         raise ConfigError("--augment train applies to image data only.")
     t0 = time.perf_counter()
+    # A precision or compile the backbone or device cannot do is refused before any work.
+    backbone.configure(precision=cfg.precision, compile=cfg.compile)
     inputs = key_inputs(backbone, samples, cfg)
     key = keys.content_key(inputs)
     root = Root(cfg.root)
@@ -225,7 +280,7 @@ def extract_one(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
     # A damaged set (no usable metadata: its writer was killed first) is no cache hit:
     # it is replaced under the lease.
     if not cfg.force and not is_damaged(path):
-        hit = _cached(path, base, t0)
+        hit = _cached(path, base, t0, model=backbone if cfg.check_model else None)
         if hit is not None:
             log.info("cache hit: %s %s/%s is %s", backbone.id, samples.name, samples.split, path)
             return hit
@@ -250,7 +305,8 @@ def extract_one(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
                 # it, or files removed by hand) must not block the key forever.
                 clear_damaged(path)
                 return _extract_locked(backbone, samples, cfg, device, lease, path, key,
-                                       inputs, base, t0, force=force)
+                                       inputs, base, t0, force=force,
+                                       engine=engine or local_engine)
         except FinishedMeanwhile as done:
             return done.result
         except LeaseLostError as err:
@@ -263,7 +319,7 @@ def extract_one(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
 def _extract_locked(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
                     device: torch.device, lease: Lease, path: Any, key: str,
                     inputs: dict[str, Any], base: dict[str, Any], t0: float, *,
-                    force: bool) -> ExtractResult:
+                    force: bool, engine: Engine) -> ExtractResult:
     """Extract (or resume) one feature set while holding its lease."""
     if force:
         _remove(path)
@@ -272,7 +328,7 @@ def _extract_locked(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
         hit = _cached(path, base, t0)  # finished by another writer just before we got the lease
         if hit is not None:
             return hit
-    store = _open_for_resume(path, key)
+    store = _open_for_resume(path, key, backbone)
     if store is not None:
         store.discard_stray_files()  # temporary files of writes a kill interrupted
     if store is None:
@@ -288,13 +344,16 @@ def _extract_locked(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
         if done:
             log.info("resuming %s: %d of %d chunks already committed", store.path, len(done),
                      store.n_chunks)
-        run = _run_chunks(backbone, samples, store, todo, cfg, device, check=lease.check)
+        run = engine(backbone, samples, store, todo, cfg, device, lease)
         lease.renew()  # raises LeaseLostError if another writer took over meanwhile
         invalid_total = int((~store.valid).sum())
         seconds = time.perf_counter() - t0
         store.mark_complete(extraction={
             "seconds": round(seconds, 3), "device": str(device), "batch_size": cfg.batch_size,
-            "n_invalid": invalid_total, "resumed_chunks": len(done),
+            "n_invalid": invalid_total, "resumed_chunks": len(done), **run["extraction"],
+            # How it ran where that leaves the values alone (at most the last float bits):
+            # length buckets (texts), memory format, precision, torch.compile.
+            "length_buckets": cfg.length_buckets, "backbone_settings": backbone.settings(),
         })
         return ExtractResult(**{**base, "path": str(store.path)}, shape=list(store.shape),
                              cached=False, resumed_chunks=len(done), computed_chunks=len(todo),
@@ -308,56 +367,37 @@ def _probe_dim(backbone: Backbone, samples: SampleSet) -> int:
     return int(out.shape[-1])
 
 
+def local_engine(backbone: Backbone, samples: SampleSet, store: FeatureStore, todo: list[int],
+                 cfg: ExtractConfig, device: torch.device, lease: Lease) -> dict[str, Any]:
+    """The :data:`Engine` of one process: :func:`_run_chunks` here, with torch's thread
+    count (pinned with ``cfg.threads``) recorded: it can change the last bits."""
+    run = _run_chunks(backbone, samples, store, todo, cfg, device, check=lease.check)
+    return {**run, "extraction": {"engine": "local", "threads": torch.get_num_threads(),
+                                  "num_workers": run.pop("workers")}}
+
+
 def _run_chunks(backbone: Backbone, samples: SampleSet, store: FeatureStore, todo: list[int],
                 cfg: ExtractConfig, device: torch.device, *,
                 check: Callable[[], None]) -> dict[str, Any]:
-    """The loop: decode (workers) → forward (here) → write whole chunks (writer thread)."""
+    """The loop: decode (workers) → forward (here, :func:`chunks.compute_chunks`) → write
+    whole chunks (writer thread)."""
     from tqdm.auto import tqdm
 
-    n, rows, k, d = store.n_samples, store.chunk_rows, cfg.views, store.n_features
-    batches = loader.chunk_batches(todo, n, rows, cfg.batch_size)
     workers = 0 if (backbone.remote or samples.modality == "text") else default_workers(
         cfg.num_workers, device)
-    augment = cfg.augment == "train"
-    stream = loader.iterate(samples, backbone.transform(train=augment), batches, views=k,
-                            augment=augment, seed=cfg.seed, num_workers=workers,
-                            pin_memory=device.type == "cuda")
-    buffers: dict[int, _ChunkBuffer] = {}
     invalid: list[dict[str, str]] = []
-    total = sum(len(b) for b in batches)
+    total = sum(len(range(*schema.chunk_bounds(c, store.n_samples, store.chunk_rows)))
+                for c in todo)
     writer = ChunkWriter(store, check=check)
     t0 = time.perf_counter()
     bar = tqdm(total=total, unit="sample", desc=f"{backbone.id} {samples.name}/{samples.split}",
                disable=None if cfg.progress else True, dynamic_ncols=True, leave=False)
     try:
-        for batch in stream:
-            ok = [(i, x) for i, x, err in batch if err is None]
-            for i, _, err in batch:
-                if err is not None:
-                    if cfg.strict:
-                        raise SampleLoadError(
-                            f"Sample {samples.sample_ids[i]!r} of {samples.name} could not be "
-                            f"read: {err}. Fix or remove it, or drop --strict to record it as "
-                            "invalid and go on.")
-                    if len(invalid) < MAX_LISTED_INVALID:
-                        invalid.append({"sample_id": samples.sample_ids[i], "error": err})
-            feats = _encode(backbone, [x for _, x in ok], k) if ok else None
-            if feats is not None and feats.shape[-1] != d:
-                raise DimensionMismatchError(
-                    f"{backbone.id} returned {feats.shape[-1]}-d features, but the store at "
-                    f"{store.path} holds {d}-d ones. Use --force to extract it again.")
-            for j, (i, _) in enumerate(ok):
-                buf = _chunk_buffer(buffers, i // rows, n, rows, k, d)
-                buf.features[i % rows] = feats[j]
-                buf.valid[i % rows] = True
-            for i, _, _ in batch:
-                c = i // rows
-                buf = _chunk_buffer(buffers, c, n, rows, k, d)
-                buf.filled += 1
-                if buf.filled == len(buf.valid):  # whole chunk: hand it to the writer
-                    writer.put(c, buf.features, buf.valid)
-                    del buffers[c]
-            bar.update(len(batch))
+        for done in chunks.compute_chunks(backbone, samples, todo, n_features=store.n_features,
+                                          chunk_rows=store.chunk_rows, cfg=cfg, device=device,
+                                          num_workers=workers, on_batch=bar.update):
+            invalid += done.invalid[:MAX_LISTED_INVALID - len(invalid)]
+            writer.put(done.index, done.features, done.valid)
     except BaseException:
         # Commit what is queued (a rerun resumes from it) but report the first error.
         bar.close()
@@ -369,41 +409,30 @@ def _run_chunks(backbone: Backbone, samples: SampleSet, store: FeatureStore, tod
     bar.close()
     writer.close()
     seconds = time.perf_counter() - t0
-    return {"invalid": invalid, "rate": (total / seconds) if seconds > 0 and total else None}
+    return {"invalid": invalid, "rate": (total / seconds) if seconds > 0 and total else None,
+            "workers": workers}
 
 
 def default_workers(requested: int | None, device: torch.device) -> int:
-    """Decode workers: as asked; else many for a GPU, and none on a CPU of 2 cores,
-    where a worker only takes a core from the forward pass (benchmarks/extract_throughput.py)."""
+    """Image decode workers (DataLoader processes): as asked; else by device and cores.
+
+    Without workers, the next batch is still decoded and collated in a thread while
+    the forward pass runs (:func:`featstore.extract.loader.ahead`); a worker process
+    pays for itself only where a core is left over.
+
+    * CPU: the forward pass keeps torch's threads (one per core) busy, and decoding
+      (PIL + resize) costs a small fraction of a convnet's forward per image. With 2
+      cores, 0 workers: a worker takes a core from the forward pass (measured,
+      benchmarks/extract_vs_peers.py and extract_throughput.py). From 4 cores, one
+      worker per 4 cores (4 cores: 1, 16 cores: 4): enough to keep decoding off the
+      forward's cores without taking many of them. Not measured above 2 cores (this
+      machine has 2): a rule, stated so that it can be checked.
+    * CUDA: the forward runs on the GPU and decoding is what limits a run, so every
+      core but the main process's decodes, up to 8 (2 cores: 1, 4: 3, 16: 8).
+    """
     if requested is not None:
         return requested
     cpus = os.cpu_count() or 1
     if device.type == "cuda":
-        return min(8, cpus)
-    return 0 if cpus <= 2 else min(4, cpus // 2)
-
-
-@dataclass
-class _ChunkBuffer:
-    """Rows of one stored chunk, filled batch by batch (invalid rows stay zero)."""
-
-    features: np.ndarray
-    valid: np.ndarray
-    filled: int = 0
-
-
-def _chunk_buffer(buffers: dict[int, _ChunkBuffer], c: int, n: int, rows: int, k: int,
-                  d: int) -> _ChunkBuffer:
-    if c not in buffers:
-        start, stop = schema.chunk_bounds(c, n, rows)
-        shape = (stop - start, k, d) if k > 1 else (stop - start, d)
-        buffers[c] = _ChunkBuffer(np.zeros(shape, np.float32), np.zeros(stop - start, bool))
-    return buffers[c]
-
-
-def _encode(backbone: Backbone, items: list[Any], views: int) -> np.ndarray:
-    if views > 1:
-        flat = [v for views_of_one in items for v in views_of_one]
-        out = backbone.encode(backbone.collate(flat)).numpy()
-        return out.reshape(len(items), views, -1)
-    return backbone.encode(backbone.collate(items)).numpy()
+        return max(0, min(8, cpus - 1))
+    return 0 if cpus <= 2 else min(4, cpus // 4)

@@ -357,6 +357,12 @@ class FeatureStore(StoreFormat):
                 f"{self.path} is open read-only; open it with mode='r+' to write."
             )
 
+    def chunk_digests(self) -> list[str]:
+        """The sha256 recorded for every chunk, read afresh ('' for a chunk not committed):
+        what a driver compares with the receipts of the workers that wrote the chunks."""
+        self._records.pop("chunks", None)
+        return list(self._recorded_digests())
+
     def committed_chunks(self) -> set[int]:
         """Chunks written, checksummed and still on disk (what a resumed run skips): a
         committed chunk whose file has gone is recomputed."""

@@ -1,5 +1,5 @@
 """Tuners on cached features: LP, MLP tuning, NMTune and a logistic-regression baseline
-(scikit-learn contract), and NMTune's regularisers for any PyTorch loop.
+(scikit-learn estimators), and NMTune's regularisers for any PyTorch loop.
 
 The methods are registered in :mod:`featstore.tuners.registry` (`featstore tune --method`,
 the sweep, the report's order and the demo read it). Importing this package never imports
@@ -18,7 +18,9 @@ from featstore.tuners.registry import (TunerEntry, create_tuner, get_tuner, list
 #: Names loaded on first use -> the module that defines them.
 _LAZY = {
     "BaseTuner": "featstore.tuners.base",
-    "NotFittedError": "featstore.tuners.base",
+    "InvalidParameterError": "featstore.tuners.checks",
+    "NotFittedError": "featstore.tuners.checks",
+    "LogRegBaseline": "featstore.tuners.logreg",
     "LinearProbe": "featstore.tuners.models",
     "MLPTuner": "featstore.tuners.models",
     "NMTune": "featstore.tuners.models",

@@ -1,195 +1,205 @@
-"""The scikit-learn estimator contract shared by every tuner, and its training loop."""
+"""The scikit-learn estimator every tuner is, and its training loop.
+
+The tuners inherit scikit-learn's ``BaseEstimator`` and mixins, declare their
+parameters in ``_parameter_constraints`` (scikit-learn's ``Interval``/``StrOptions``,
+checked by ``fit`` through ``_fit_context``), check arrays with ``validate_data`` and
+fitted state with ``check_is_fitted``; ``parametrize_with_checks`` runs scikit-learn's
+own suite over them (tests/test_sklearn_estimators.py).
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import time
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, _fit_context
+from sklearn.utils import RegressorTags
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.metaestimators import available_if
 from torch import nn
 
-from featstore.errors import ConfigError, DataError, FeatstoreError
+from featstore.errors import DataError
+from featstore.tuners.checks import InvalidParameterError, NotFittedError  # noqa: F401 (re-export)
+from featstore.tuners.checks import check_fitted, check_params, choices
+from featstore.tuners.inputs import (check_features, check_targets, is_store, store_backbone_key,
+                                     store_features, store_labels, store_task)
 from featstore.utils.atomic import atomic_write
 from featstore.utils.devices import resolve_device
-from featstore.utils.validation import INF, Interval, Options, OrNone, check
 
 
-class NotFittedError(FeatstoreError, AttributeError):
-    """predict/transform/score called before fit."""
+def _json_value(v: Any) -> Any:
+    """numpy scalars (from a parameter grid) as the Python numbers they hold."""
+    return v.item() if isinstance(v, np.generic) else str(v)
 
 
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    """A tensor on ``x``'s memory (a copy if it is read-only, e.g. a memory map, which
+    torch cannot share)."""
+    x = np.ascontiguousarray(x)
+    return torch.from_numpy(x if x.flags.writeable else x.copy())
 
 
-def _is_store(X: Any) -> bool:
-    return hasattr(X, "load_features") and hasattr(X, "metadata")
+def _classifies(est: "BaseTuner") -> bool:
+    return getattr(est, "task_", est.task) != "regression"
 
 
-def _store_backbone_key(store: Any) -> str:
-    from featstore.utils.keys import backbone_key
+class BaseTuner(ClassifierMixin, TransformerMixin, BaseEstimator):
+    """Trains a head on frozen features; subclasses define the network and the loss.
 
-    return backbone_key(store.metadata)
+    One class serves both tasks, set by ``task``: ``"auto"`` (the default) takes a
+    store's recorded task, else scikit-learn's ``type_of_target`` (only continuous
+    targets are a regression: strings, integers and 0.0/1.0 floats are classes).
+    The estimator is a *classifier* for scikit-learn (``is_classifier``, stratified
+    folds, accuracy as ``score``) unless ``task="regression"``, which makes it a
+    regressor (plain folds, R² as ``score``, no ``predict_proba``/``decision_function``).
+    scikit-learn decides folds and scoring before it sees y, so regression in
+    ``GridSearchCV``/``cross_val_score`` needs ``task="regression"``.
 
+    Parameters
+    ----------
+    lr, weight_decay : float
+        AdamW's learning rate (> 0) and decoupled weight decay (>= 0).
+    epochs : int
+        Passes over the data (>= 1); the last partial batch of each is dropped.
+    batch_size : int
+        Rows per step (>= 2); fewer rows than this train as one batch.
+    schedule : {"cosine", "linear", "constant"}
+        The learning-rate factor over the steps.
+    task : {"auto", "classification", "regression"}
+        See above.
+    device : str or torch.device
+        "auto" (a GPU if there is one), "cpu", "cuda", "cuda:N", "mps".
+    stream : {"auto", "always", "never"}
+        For a store: read it chunk by chunk ("auto": when its features would take more
+        than a quarter of the available memory).
+    random_state : int or None
+        Seeds the initialisation and the data order; training is deterministic on the
+        CPU for a seed.
 
-def as_arrays(X: Any, y: Any = None) -> tuple[np.ndarray, np.ndarray | None, str | None]:
-    """Features (N, D) or (N, K, D) and labels from numpy, torch or a store."""
-    key = None
-    if _is_store(X):
-        store = X
-        valid = store.valid
-        key = _store_backbone_key(store)
-        if y is None:
-            y = store.labels
-            if y is None:
-                raise DataError(f"{store.path} has no labels; pass y, or extract a labelled split.")
-            y = y[valid]
-        X = store.load_features(dtype=np.float32)[valid]
-    if isinstance(X, torch.Tensor):
-        X = X.detach().cpu().numpy()
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim not in (2, 3) or len(X) == 0:
-        raise DataError(f"Expected features of shape (N, D) or (N, K, D) with N > 0; got {X.shape}.")
-    if not np.isfinite(X).all():
-        raise DataError("Features contain NaN or inf. Check the store with `featstore verify`, "
-                        "or re-extract with --dtype float32 if values overflow float16.")
-    if y is not None:
-        if isinstance(y, torch.Tensor):
-            y = y.detach().cpu().numpy()
-        y = np.asarray(y)
-        if y.shape != (len(X),):
-            raise DataError(f"Expected {len(X)} labels, got shape {y.shape}.")
-        if y.dtype.kind == "f" and not np.isfinite(y).all():
-            i = int(np.flatnonzero(~np.isfinite(y))[0])
-            raise DataError(f"Labels contain NaN or inf (first at row {i}): regression targets "
-                            "must be finite.")
-    return X, y, key
+    Attributes
+    ----------
+    task_, classes_ (classification), n_features_in_, feature_names_in_ (DataFrame
+    input), history_ (loss and seconds per epoch), backbone_key_ (a store's backbone;
+    None for arrays), streamed_, model_ (the torch module, in eval mode).
+    """
 
-
-class BaseTuner:
-    """Trains a head on frozen features; subclasses define the network and the loss."""
-
-    _constraints: dict[str, Any] = {
-        "lr": Interval(float, 0, INF, "neither"),
-        "weight_decay": Interval(float, 0, INF, "left"),
-        "epochs": Interval(int, 1, INF, "left"),
-        "batch_size": Interval(int, 2, INF, "left"),
-        "schedule": Options("cosine", "linear", "constant"),
-        "task": Options("auto", "classification", "regression"),
-        "stream": Options("auto", "always", "never"),
-        "random_state": OrNone(Interval(int, 0, INF, "left")),
+    _parameter_constraints: dict[str, list[Any]] = {
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 2, None, closed="left")],
+        "schedule": [choices("cosine", "linear", "constant")],
+        "task": [choices("auto", "classification", "regression")],
+        "device": [str, torch.device],
+        "stream": [choices("auto", "always", "never")],
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],
     }
 
     def __init__(self, *, lr: float = 1e-3, weight_decay: float = 1e-4, epochs: int = 30,
                  batch_size: int = 64, schedule: str = "cosine", task: str = "auto",
                  device: str = "auto", stream: str = "auto", random_state: int | None = 0):
-        self.lr, self.weight_decay, self.epochs, self.batch_size = lr, weight_decay, epochs, batch_size
-        self.schedule, self.task, self.device, self.random_state = schedule, task, device, random_state
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.schedule = schedule
+        self.task = task
+        self.device = device
         self.stream = stream
+        self.random_state = random_state
 
     # -- scikit-learn plumbing -----------------------------------------------------------
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        import inspect
-
-        names: list[str] = []
-        for klass in cls.__mro__:
-            if "__init__" in klass.__dict__:
-                for p in inspect.signature(klass.__init__).parameters.values():
-                    if p.kind == p.KEYWORD_ONLY and p.name not in names:
-                        names.append(p.name)
-        return names
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {n: getattr(self, n) for n in self._param_names()}
-
-    def set_params(self, **params: Any) -> "BaseTuner":
-        for k, v in params.items():
-            if k not in self._param_names():
-                raise ConfigError(f"{type(self).__name__} has no parameter {k!r}.")
-            setattr(self, k, v)
-        return self
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True  # (N, K, D): K cached views of each sample
+        tags.transformer_tags.preserves_dtype = ["float32"]  # transform gives float32 always
+        if self.task == "regression":
+            tags.estimator_type, tags.classifier_tags = "regressor", None
+            tags.regressor_tags = RegressorTags()
+        return tags
 
     def _validate_params(self) -> None:
-        constraints: dict[str, Any] = {}
-        for klass in reversed(type(self).__mro__):
-            constraints.update(getattr(klass, "_constraints", {}))
-        for name, rule in constraints.items():
-            check(name, getattr(self, name), rule, owner=type(self).__name__, noun="parameter")
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
-            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. Call "
-                                 "'fit' with appropriate arguments before using this estimator.")
+        """scikit-learn's check of ``_parameter_constraints`` (called by ``fit``), raising
+        :class:`~featstore.tuners.checks.InvalidParameterError` (also a ConfigError)."""
+        check_params(self)
 
     # -- to override ----------------------------------------------------------------------
     def _build(self, dim: int, n_out: int) -> nn.Module:
         raise NotImplementedError
 
     # -- fit / predict --------------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> "BaseTuner":
-        """Fit on features (N, D) or (N, K, D) as numpy or torch with labels ``y``, or on
-        an open store (labels from the store). A store whose features do not fit in
-        memory is streamed chunk by chunk (``stream="auto"``)."""
-        from featstore.tuners.batches import ChunkStream, in_memory_batches, should_stream
+        """Fit on features (N, D) or (N, K, D) (array-like or torch tensor) with labels
+        ``y``, or on an open store (labels, task and backbone from the store). A store
+        whose features do not fit in memory is streamed chunk by chunk
+        (``stream="auto"``)."""
+        from featstore.tuners.batches import ChunkStream, in_memory_batches
 
-        self._validate_params()
-        stream = _is_store(X) and should_stream(X, self.stream)
-        if stream:
-            store = X
-            key = _store_backbone_key(store)
-            if y is None:
-                if store.labels is None:
-                    raise DataError(f"{store.path} has no labels; pass y, or extract a labelled split.")
-                y = store.labels[store.valid]
-            y = np.asarray(y)
-            dim = store.n_features
-        else:
-            X, y, key = as_arrays(X, y)
-            dim = X.shape[-1]
-        if y is None:
-            raise DataError("fit needs labels: pass y, or a store with labels.")
-        task = self.task
-        if task == "auto":
-            task = "classification" if y.dtype.kind in "iub" else "regression"
+        X, store, y, recorded = self._fit_inputs(X, y)
+        n = len(X) if X is not None else int(store.valid.sum())
+        if n < 2:  # a batch of one has no variance (BatchNorm, NMTune's covariance term)
+            raise DataError(f"Expected at least 2 samples to train on, got n_samples = {n}.")
+        task, y = check_targets(y, n, self.task, recorded)
         self.task_ = task
         if task == "classification":
             self.classes_, y_idx = np.unique(y, return_inverse=True)
             if len(self.classes_) < 2:
-                raise DataError(f"Expected at least 2 classes in y, got {len(self.classes_)}.")
+                raise DataError(f"Expected at least 2 classes in y, got {len(self.classes_)} "
+                                "class. A classifier needs samples of several classes.")
             target = torch.from_numpy(y_idx.astype(np.int64))
             n_out = len(self.classes_)
         else:
+            if hasattr(self, "classes_"):
+                del self.classes_  # from an earlier fit on classes
             target = torch.from_numpy(y.astype(np.float32))
             n_out = 1
-        self.n_features_in_ = dim
-        self.backbone_key_ = key
         device = resolve_device(self.device)
         if self.random_state is not None:
             torch.manual_seed(self.random_state)
-        model = self._build(dim, n_out).to(device)
-        if stream:
-            if len(y) != int(store.valid.sum()):
-                raise DataError(f"Expected {int(store.valid.sum())} labels (one per valid row of "
-                                f"{store.path}), got {len(y)}.")
-            n = int(store.valid.sum())
-            source = ChunkStream(store, target, min(self.batch_size, n))
-            epoch_batches = source.epoch
+        model = self._build(self.n_features_in_, n_out).to(device)
+        batch_size = min(self.batch_size, n)
+        if X is None:  # a store, streamed
+            epoch_batches = ChunkStream(store, target, batch_size).epoch
         else:
-            Xd, yd = torch.from_numpy(X).to(device), target.to(device)
-            n = len(X)
+            Xd, yd = _tensor(X).to(device), target.to(device)
 
             def epoch_batches(gen, device):
-                return in_memory_batches(Xd, yd, min(self.batch_size, n), gen, device)
-        self.streamed_ = stream
+                return in_memory_batches(Xd, yd, batch_size, gen, device)
+        self.streamed_ = X is None
         self.history_ = self._train(model, n, epoch_batches, device)
         self.model_ = model.eval()
         return self
+
+    def _fit_inputs(self, X: Any, y: Any) -> tuple[np.ndarray | None, Any, Any, str | None]:
+        """Features in memory (None: the store is streamed), the store (None for
+        arrays), labels and the store's recorded task; sets ``n_features_in_`` and
+        ``backbone_key_``."""
+        from featstore.tuners.batches import should_stream
+
+        if not is_store(X):
+            if y is None:
+                raise DataError(f"{type(self).__name__} requires y to be passed, but the target "
+                                "y is None: pass labels y, or fit on a store with labels.")
+            self.backbone_key_ = None
+            return check_features(self, X, reset=True), None, y, None
+        store = X
+        y = store_labels(store, y)
+        self.__dict__.pop("feature_names_in_", None)  # from an earlier fit on a DataFrame
+        self.backbone_key_ = store_backbone_key(store)
+        self.n_features_in_ = int(store.n_features)
+        n_valid = int(store.valid.sum())
+        if len(y) != n_valid:
+            raise DataError(f"Expected {n_valid} labels (one per valid row of {store.path}), "
+                            f"got {len(y)}.")
+        X = None if should_stream(store, self.stream) else store_features(store)
+        return X, store, y, store_task(store)
 
     def _train(self, model: nn.Module, n: int, epoch_batches: Any, device: torch.device
                ) -> list[dict[str, float]]:
@@ -230,18 +240,16 @@ class BaseTuner:
         return nn.functional.mse_loss(out.squeeze(-1), yb)
 
     def _apply(self, X: Any, fn: Any) -> np.ndarray:
-        """``fn`` (tensor -> tensor) over the features of X, chunk by chunk for a store
-        that is streamed; returns numpy."""
+        """``fn`` (tensor -> tensor) over the features of X (view 0 of K views), chunk by
+        chunk for a store that is streamed; returns numpy."""
         from featstore.tuners.batches import iter_store_rows, should_stream
 
-        self._check_fitted()
-        if _is_store(X) and should_stream(X, self.stream):
-            self.check_backbone(_store_backbone_key(X))
-            blocks = iter_store_rows(X)
+        check_fitted(self)
+        if is_store(X):
+            self.check_backbone(store_backbone_key(X))
+            blocks = iter_store_rows(X) if should_stream(X, self.stream) else iter([store_features(X)])
         else:
-            X, _, key = as_arrays(X)
-            self.check_backbone(key)
-            blocks = iter([X])
+            blocks = iter([check_features(self, X, reset=False)])
         device = next(self.model_.parameters()).device
         out = []
         with torch.inference_mode():
@@ -249,8 +257,11 @@ class BaseTuner:
                 if x.ndim == 3:
                     x = x[:, 0]
                 if x.shape[1] != self.n_features_in_:
-                    raise DataError(f"Expected {self.n_features_in_} features, got {x.shape[1]}.")
-                out.append(fn(torch.from_numpy(np.ascontiguousarray(x)).to(device)).cpu().numpy())
+                    raise DataError(f"X has {x.shape[1]} features, but {type(self).__name__} is "
+                                    f"expecting {self.n_features_in_} features as input. Expected "
+                                    f"{self.n_features_in_} features: use a store of the backbone "
+                                    "and layer the head was trained on.")
+                out.append(fn(_tensor(x).to(device)).cpu().numpy())
         return np.concatenate(out)
 
     def check_backbone(self, key: str | None) -> None:
@@ -266,31 +277,44 @@ class BaseTuner:
         return self.model_.tuner(f) if hasattr(self.model_, "tuner") else f
 
     def transform(self, X: Any) -> np.ndarray:
-        """The tuned features z (for LP: the input features)."""
+        """The tuned features z, float32 (for LP: the input features)."""
         return self._apply(X, self._z)
 
-    def decision_function(self, X: Any) -> np.ndarray:
+    def _outputs(self, X: Any) -> np.ndarray:
+        """The head's outputs: (N, n_classes) logits, or (N, 1) regression values."""
         return self._apply(X, lambda f: self.model_.head(self._z(f)))
 
+    @available_if(_classifies)
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Logits (N, n_classes); for two classes the log-odds of ``classes_[1]``, (N,)."""
+        logits = self._outputs(X)
+        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
+
+    @available_if(_classifies)
     def predict_proba(self, X: Any) -> np.ndarray:
-        if self.task_ != "classification":
-            raise ConfigError("predict_proba is for classification tuners.")
-        return torch.softmax(torch.from_numpy(self.decision_function(X)), -1).numpy()
+        """Class probabilities (N, n_classes), float64, in the order of ``classes_``."""
+        logits = self._outputs(X).astype(np.float64)
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
 
     def predict(self, X: Any) -> np.ndarray:
-        out = self.decision_function(X)
+        out = self._outputs(X)
         if self.task_ == "classification":
             return self.classes_[out.argmax(1)]
         return out[:, 0]
 
-    def score(self, X: Any, y: Any = None) -> float:
-        Xa, ya, _ = as_arrays(X, y)
-        pred = self.predict(Xa)
-        if self.task_ == "classification":
-            return float((pred == ya).mean())
-        from scipy.stats import pearsonr
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """Accuracy (classification) or R² (regression) on X, y; for a store, y defaults
+        to its labels."""
+        from sklearn.metrics import accuracy_score, r2_score
 
-        return float(pearsonr(pred, ya)[0])
+        if y is None and is_store(X):
+            y = store_labels(X)
+        pred = self.predict(X)
+        y = np.asarray(y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else y)
+        if self.task_ == "classification":
+            return float(accuracy_score(y, pred, sample_weight=sample_weight))
+        return float(r2_score(y, pred, sample_weight=sample_weight))
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -298,14 +322,14 @@ class BaseTuner:
         each whole or not at all; the .json, which :meth:`load` reads first, last."""
         from safetensors.torch import save
 
-        self._check_fitted()
+        check_fitted(self)
         path = Path(path)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
         atomic_write(path.with_suffix(".safetensors"), save(state))
         meta = {"tuner": type(self).__name__, "params": self.get_params(), "task": self.task_,
                 "classes": self.classes_.tolist() if self.task_ == "classification" else None,
                 "n_features_in": self.n_features_in_, "backbone_key": self.backbone_key_}
-        atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2, default=str))
+        atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2, default=_json_value))
         return path.with_suffix(".json")
 
     @classmethod

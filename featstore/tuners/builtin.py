@@ -65,8 +65,8 @@ def nmtune(*, dim: int, random_state: int | None = 0, **params: Any) -> Any:
                 "BatchNorm, residual; their loss weights)",
                 estimator="featstore.tuners.models:NMTune",
                 defaults={**TRAINING_DEFAULTS, "lr": 0.001},
-                fixed=("lambda_mse", "lambda_cov", "lambda_svd", "svd_top_k", "hidden",
-                       "batchnorm", "residual"))
+                fixed=("lambda_mse", "lambda_cov", "lambda_svd", "svd_top_k",
+                       "consistency_reduction", "hidden", "batchnorm", "residual"))
 def nmtune_authors(*, dim: int, random_state: int | None = 0, **params: Any) -> Any:
     from featstore.tuners.models import NMTune
 

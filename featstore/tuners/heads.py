@@ -6,6 +6,22 @@ import torch
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "identity": nn.Identity}
+#: How the linear classifier's weights start: "torch" (nn.Linear's own: Kaiming-uniform
+#: with a = √5, i.e. U(±1/√fan_in), and a uniform bias) or "kaiming-uniform" (the
+#: authors' code: ``nn.init.kaiming_uniform_`` with its defaults, U(±√(6/fan_in)), and a
+#: zero bias).
+CLASSIFIER_INITS = ("torch", "kaiming-uniform")
+
+
+def make_classifier(dim: int, n_out: int, init: str = "torch") -> nn.Linear:
+    """The linear classifier on (tuned) features, initialised as ``init`` says."""
+    if init not in CLASSIFIER_INITS:
+        raise ValueError(f"Expected a classifier init in {CLASSIFIER_INITS}; got {init!r}.")
+    head = nn.Linear(dim, n_out)
+    if init == "kaiming-uniform":
+        nn.init.kaiming_uniform_(head.weight)
+        nn.init.zeros_(head.bias)
+    return head
 
 
 class TunerMLP(nn.Module):
@@ -13,6 +29,8 @@ class TunerMLP(nn.Module):
 
     ``depth`` Linear layers (D→H, [H→H ...], H→D) with ``activation`` (and BatchNorm)
     between them. The paper's default: depth 2, H = D, ReLU, no BatchNorm, no residual.
+    ``residual_init`` is s's starting value (the authors' README says 1.0, the default
+    argument of their code 0.5; :meth:`NMTune.authors_variant` uses 0.5).
     """
 
     def __init__(self, dim: int, *, hidden: int, depth: int = 2, activation: str = "relu",

@@ -108,9 +108,20 @@ def get_tuner(name: str) -> TunerEntry:
     return entry
 
 
-def create_tuner(name: str, *, dim: int, random_state: int | None = 0, **params: Any) -> Any:
-    """A new, unfitted estimator of method ``name`` for ``dim``-dimensional features."""
-    return get_tuner(name).factory(dim=dim, random_state=random_state, **params)
+def create_tuner(name: str, *, dim: int, random_state: int | None = 0, task: str | None = None,
+                 **params: Any) -> Any:
+    """A new, unfitted estimator of method ``name`` for ``dim``-dimensional features.
+
+    ``task``: the task the training store records ("classification" or "regression"),
+    set on an estimator that takes one unless ``params`` sets it, so that features
+    loaded into memory keep the store's task (integral regression targets stay a
+    regression); None or another value: the estimator's own rule.
+    """
+    est = get_tuner(name).factory(dim=dim, random_state=random_state, **params)
+    if (task in ("classification", "regression") and "task" not in params
+            and "task" in est.get_params(deep=False)):
+        est.set_params(task=task)
+    return est
 
 
 def head_classes() -> dict[str, type]:

@@ -2,19 +2,21 @@
 
 A run is (train/test/OOD stores, method, hyperparameters, seed). Its id hashes the
 store keys and settings; runs whose id is already in the results file are skipped, so
-an interrupted sweep continues where it stopped. Runs go to worker processes; only
-the main process appends to the results file, one line per finished run.
+an interrupted sweep continues where it stopped. Runs go to worker processes (or Ray
+tasks, :mod:`featstore.workflows.sweep_ray`); only the main process appends to the
+results file, one line per finished run, in the grid's order.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from featstore.utils import keys
 from featstore.errors import ConfigError
@@ -25,7 +27,10 @@ from featstore.tuners.registry import get_tuner, list_tuners
 from featstore.workflows.tuning import (SEEDS, check_method_options, check_params, method_params,
                                          seed_list, tune)
 
-KNOWN = {"results", "jobs", "methods", "seeds", "grid", "params", "workers", "root"}
+KNOWN = {"results", "jobs", "methods", "seeds", "grid", "params", "workers", "root",
+         "select_on", "val_fraction", "select_metric", "data_seed"}
+#: Keys that turn each (job, method) into one run that selects its grid on validation.
+SELECTION_KEYS = ("select_on", "val_fraction", "select_metric", "data_seed")
 JOB_KEYS = {"train", "test", "ood", "name"}
 SELECT_KEYS = {"backbone", "dataset", "split", "root"}
 
@@ -89,7 +94,29 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     check("workers", cfg.get("workers"), OrNone(Interval(int, 1, INF, "left")), owner=owner)
     check("root", cfg.get("root"), OrNone(Text()), owner=owner)  # a folder or URL
     _check_params(cfg, path)
+    _check_selection(cfg, path)
     return cfg
+
+
+def _check_selection(cfg: dict[str, Any], path: str | Path) -> None:
+    """``select_on`` (and its options) as `tune` checks them."""
+    from featstore.workflows.selection import check_selection
+
+    sel = _selection(cfg)
+    if not sel["select_on"] and any(k in cfg for k in SELECTION_KEYS):
+        raise ConfigError(f"{path}: {[k for k in SELECTION_KEYS if k in cfg]} need(s) "
+                          "'select_on: val'.")
+    try:
+        check_selection(None, sel["select_on"], None, sel["val_fraction"], sel["select_metric"],
+                        sel["data_seed"])
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def _selection(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {"select_on": cfg.get("select_on"), "val_fraction": cfg.get("val_fraction", 0.2),
+            "select_metric": cfg.get("select_metric", "accuracy"),
+            "data_seed": cfg.get("data_seed")}
 
 
 def _check_jobs(jobs: Any, path: str | Path) -> None:
@@ -175,6 +202,15 @@ def expand(cfg: dict[str, Any]) -> list[dict[str, Any]]:
                 store_keys.append(fs.key)
         for method in cfg["methods"]:
             grid = _grid(cfg, method)
+            if cfg.get("select_on"):  # one run trains the grid for every seed and chooses
+                params = check_method_options(method, _common(cfg, method))
+                sel = _selection(cfg)
+                ident = keys.content_key({"stores": store_keys, "method": method,
+                                          "params": params, "grid": grid, "seeds": seeds, **sel})
+                runs.append({"id": ident, "train": job["train"], "test": job["test"],
+                             "ood": list(job.get("ood", [])), "method": method, "params": params,
+                             "seeds": seeds, "grid": grid, "selection": sel})
+                continue
             for values in itertools.product(*grid.values()):
                 # shared params the method takes, then its grid point (harmless options
                 # of a method that does not use them dropped, as `tune` does)
@@ -202,52 +238,91 @@ def done_ids(results: Path) -> set[str]:
     return out
 
 
+#: Threads (torch and BLAS) of one run: float results depend on the thread count, so a
+#: run gives the same numbers in a local worker process and in a Ray task.
+RUN_THREADS = 1
+
+
 def _run_one(run: dict[str, Any]) -> dict[str, Any]:
     import torch
+    from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(1)  # one core per worker process
-    rec = tune(run["train"], run["test"], run["ood"], run["method"], seeds=[run["seed"]],
-               params=dict(run["params"]))
+    torch.set_num_threads(RUN_THREADS)  # one core per worker process
+    with threadpool_limits(RUN_THREADS):
+        if "selection" in run:
+            rec = tune(run["train"], run["test"], run["ood"], run["method"], seeds=run["seeds"],
+                       params=dict(run["params"]), grid=run["grid"] or None, **run["selection"])
+        else:
+            rec = tune(run["train"], run["test"], run["ood"], run["method"], seeds=[run["seed"]],
+                       params=dict(run["params"]))
     rec["run_id"] = run["id"]
+    rec["threads"] = RUN_THREADS
     return rec
+
+
+def run_in_processes(todo: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]],
+                     workers: int) -> Iterator[dict[str, Any]]:
+    """``fn(run)`` for each run of ``todo`` in ``workers`` processes, yielded in
+    ``todo``'s order (so the results file's rows are in the grid's order)."""
+    # spawn, not fork: the parent runs zarr's I/O thread, and fork copies no threads
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = [pool.submit(fn, r) for r in todo]
+        i = 0
+        try:
+            for i, fut in enumerate(futures):
+                yield fut.result()
+        except Exception:
+            # A failed run stops the sweep: runs not started are cancelled rather than
+            # computed and dropped; later runs that had finished are still kept.
+            for fut in futures:
+                fut.cancel()
+            yield from (f.result() for f in futures[i + 1:]
+                        if f.done() and not f.cancelled() and f.exception() is None)
+            raise
+        finally:
+            for fut in futures:  # ^C, or the caller stopped reading
+                fut.cancel()
 
 
 def forward_passes_avoided(rec: dict[str, Any]) -> int:
     """Backbone passes a pipeline without the cache would need for this run: one per
-    training sample per epoch, plus one per evaluated sample."""
+    training sample per epoch and head, plus one per evaluated sample (and, for a run that
+    selects on a carved validation split, one per validation sample and head)."""
     epochs = rec["runs"][0]["params"].get("epochs", 1)
-    return int(epochs * rec["n_train"] + sum(rec["n_eval"].values()))
+    sel = rec.get("selection")
+    heads = len(sel["points"]) * len(rec["runs"]) if sel else len(rec["runs"])
+    n_val = sel["val"]["n"] if sel else 0
+    return int(heads * (epochs * rec["n_train"] + n_val)
+               + len(rec["runs"]) * sum(rec["n_eval"].values()))
 
 
-def sweep(cfg: dict[str, Any], *, on_done: Callable[[dict[str, Any], int, int], None] | None = None
-          ) -> dict[str, Any]:
+def sweep(cfg: dict[str, Any], *, on_done: Callable[[dict[str, Any], int, int], None] | None = None,
+          executor: Any = None) -> dict[str, Any]:
+    """Run the runs of ``cfg`` not yet in its results file, appending one line per run in
+    the grid's order. ``executor(todo, fn)`` yields ``fn(run)`` for each run of ``todo`` in
+    order (default: :func:`run_in_processes`; ``featstore.workflows.sweep_ray.RayRuns``
+    runs them as Ray tasks); its ``workers`` attribute, if any, is reported."""
     results = Path(cfg["results"])
     runs = expand(cfg)
     done = done_ids(results)
     todo = [r for r in runs if r["id"] not in done]
-    workers = int(cfg.get("workers") or min(len(todo), os.cpu_count() or 1) or 1)
+    workers = int(getattr(executor, "workers", None) or cfg.get("workers")
+                  or min(len(todo), os.cpu_count() or 1) or 1)
+    if executor is None:
+        executor = functools.partial(run_in_processes, workers=workers)
     results.parent.mkdir(parents=True, exist_ok=True)
     avoided, finished = 0, 0
     if todo:
-        # spawn, not fork: the parent runs zarr's I/O thread, and fork copies no threads
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool, \
-                open(results, "a") as out:
-            futures = [pool.submit(_run_one, r) for r in todo]
-            try:
-                for fut in as_completed(futures):
-                    rec = fut.result()
-                    out.write(json.dumps(rec, default=str) + "\n")
-                    out.flush()
-                    finished += 1
-                    avoided += forward_passes_avoided(rec)
-                    if on_done:
-                        on_done(rec, finished, len(todo))
-            except BaseException:
-                # A failed run (or ^C) stops the sweep: runs not started are cancelled
-                # rather than computed and dropped; finished ones are in the results.
-                for fut in futures:
-                    fut.cancel()
-                raise
+        with open(results, "a") as out:
+            if out.tell() and not results.read_bytes().endswith(b"\n"):
+                out.write("\n")  # after a line cut by a kill, start a new one
+            for rec in executor(todo, _run_one):
+                out.write(json.dumps(rec, default=str) + "\n")
+                out.flush()
+                finished += 1
+                avoided += forward_passes_avoided(rec)
+                if on_done:
+                    on_done(rec, finished, len(todo))
     return {"runs": len(runs), "skipped": len(runs) - len(todo), "ran": finished,
             "workers": workers, "forward_passes_avoided": avoided, "results": str(results)}

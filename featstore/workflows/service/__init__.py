@@ -4,8 +4,8 @@ An HTTP JSON API (:mod:`.app` on Starlette, served by uvicorn: :mod:`.http_serve
 takes extraction requests with the options of `featstore extract` (:mod:`.requests`),
 authenticated by bearer tokens (:mod:`.tokens`), into a persistent SQLite job queue
 (:mod:`.queue`); one worker process per device (:mod:`.worker`, started and watched by
-:mod:`.supervisor`) claims jobs, grouped by backbone, and runs them into the service's
-root. :mod:`.server` puts these together for `featstore serve` (settings:
+:mod:`.supervisor`; or one Ray actor per device of a cluster, :mod:`.ray_workers`)
+claims jobs, grouped by backbone, and runs them into the service's root. :mod:`.server` puts these together for `featstore serve` (settings:
 :mod:`.config`; answers: :mod:`.handlers`). :mod:`.client` talks to it with `requests`
 (no torch). See docs/service.md.
 

@@ -44,6 +44,7 @@ class ServiceConfig:
     data_dirs: tuple[str, ...] = ()       # folders jobs may read files from (none: built-ins)
     limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     read_timeout: float = 5.0             # seconds a request's next bytes may take
+    ray: str | None = None                # a Ray cluster's address: workers are its actors
 
     def validate(self) -> None:
         def bad(name: str, expected: str, got: Any) -> ConfigError:
@@ -62,6 +63,10 @@ class ServiceConfig:
             raise bad("max-request-bytes", "at least 1024", self.max_request_bytes)
         if not 0.1 <= self.read_timeout <= 300:
             raise bad("read-timeout", "a number of seconds in [0.1, 300]", self.read_timeout)
+        if self.ray is not None:
+            from featstore.utils.cluster import check_address
+
+            self.ray = check_address(self.ray)
 
 
 def parse_devices(spec: str) -> list[str]:
@@ -88,4 +93,28 @@ def parse_devices(spec: str) -> list[str]:
     if not out:
         raise ConfigError("--devices must name at least one device: auto, cpu,cpu or "
                           f"cuda:0,cuda:1. Got {spec!r} instead.")
+    return out
+
+
+def parse_ray_devices(spec: str) -> list[str]:
+    """The workers of ``serve --ray``: ``auto`` (one per GPU of the cluster, else one per
+    CPU; resolved once connected) or a list of ``cpu`` and ``cuda`` entries, one Ray actor
+    each. A GPU actor gets a GPU of its own from Ray, so an index (``cuda:1``) means
+    nothing there and is refused. Needs neither torch nor Ray."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return ["auto"]
+    out = []
+    for item in (s.strip() for s in spec.split(",")):
+        if item in ("cpu", "cuda", "gpu"):
+            out.append("cuda" if item == "gpu" else item)
+        elif item:
+            raise ConfigError(
+                "With --ray, --devices names the kinds of Ray workers: auto (one per GPU of "
+                "the cluster, else one per CPU) or a list of cpu and cuda, e.g. cuda,cuda "
+                f"(Ray gives each cuda worker a GPU of its own). Got {item!r} in {spec!r} "
+                "instead.")
+    if not out:
+        raise ConfigError("--devices must name at least one worker: auto, cpu,cpu or cuda,cuda. "
+                          f"Got {spec!r} instead.")
     return out

@@ -37,6 +37,7 @@ SERVER_OWNED = {
     "root": "the service extracts into its own root (featstore serve --root)",
     "device": "each worker runs on its own device (featstore serve --devices)",
     "lease_seconds": "the service sets the writers' lease (featstore serve --lease-seconds)",
+    "ray": "the service decides where its workers run (featstore serve --ray)",
     "force": ("the service never deletes feature sets; remove one on the server with "
               "`featstore rm` and submit again"),
 }

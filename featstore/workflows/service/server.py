@@ -13,7 +13,8 @@ Endpoints (all JSON; every one but ``/health`` and ``/openapi.json`` needs
 ==========================  =================================================================
 
 This module puts the pieces together and runs them: the settings (:mod:`.config`), the
-queue (:mod:`.queue`), the workers (:mod:`.supervisor`), the answers (:mod:`.handlers`)
+queue (:mod:`.queue`), the workers (:mod:`.supervisor`; with ``--ray``, Ray actors on a
+cluster: :mod:`.ray_workers`), the answers (:mod:`.handlers`)
 and their HTTP API (:mod:`.app`) on uvicorn (:mod:`.http_server`), in a thread, while
 the main thread watches the workers and the leases.
 """
@@ -48,9 +49,18 @@ class Service:
         self.data_dirs = DataDirs.resolve(cfg.data_dirs, self.cwd)
         self.queue = JobQueue(cfg.queue or default_queue_path(self.root), busy_timeout=10.0)
         self.queue.init(self.root)
-        self.workers = Supervisor(self.queue, self.root, cfg.devices, cwd=self.cwd,
-                                  lease_seconds=cfg.lease_seconds,
-                                  keep_backbones=cfg.keep_backbones, say=say, warn=warn)
+        self.workers: Any
+        if cfg.ray:  # the workers are Ray actors on a cluster (docs/service.md)
+            from featstore.workflows.service.ray_workers import RaySupervisor
+
+            self.workers = RaySupervisor(self.queue, self.root, cfg.devices, address=cfg.ray,
+                                         lease_seconds=cfg.lease_seconds,
+                                         keep_backbones=cfg.keep_backbones, say=say, warn=warn)
+            cfg.devices = self.workers.devices  # "auto" resolved on the cluster
+        else:
+            self.workers = Supervisor(self.queue, self.root, cfg.devices, cwd=self.cwd,
+                                      lease_seconds=cfg.lease_seconds,
+                                      keep_backbones=cfg.keep_backbones, say=say, warn=warn)
         self.api = ServiceAPI(cfg, self.root, self.queue, self.data_dirs, self.cwd,
                               self.workers.alive)
         self.http = HTTPServer(create_app(self.api, cfg), cfg.host, cfg.port,

@@ -164,7 +164,7 @@ class Worker:
         formatter = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S+00:00")
         formatter.converter = time.gmtime  # UTC, like the server's lines in the same log
         handler.setFormatter(formatter)
-        handler.addFilter(_public_record)
+        handler.addFilter(public_record)
         package = logging.getLogger("featstore")
         package.addHandler(handler)
         beat = Heartbeat(self.queue, job_id, owner, self.lease)
@@ -228,8 +228,7 @@ class Worker:
         log.info("data set %s (split %s): %d samples", samples.name, samples.split, len(samples))
         key, path = self._expected_store(backbone, samples, cfg)
         if key:
-            self.queue.started(job["id"], job["lease_owner"], key, path)
-            beat.store_path = path
+            self._started(job, key, path, beat)
             log.info("feature set %s at %s", key, path)
         self.phase = f"extracting features of the data set {job['dataset']}"
         result = extract_one(backbone, samples, cfg, self.device)
@@ -250,6 +249,11 @@ class Worker:
             log.info("%d samples could not be read and are marked invalid", result.n_invalid)
         log.info("done: %s %s -> %s", result.key, "x".join(map(str, result.shape)), result.path)
         return result
+
+    def _started(self, job: dict[str, Any], key: str, path: str | None, beat: Any) -> None:
+        """The job's feature set is known: record it, and let the heartbeat report progress."""
+        self.queue.started(job["id"], job["lease_owner"], key, path)
+        beat.store_path = path
 
     def _backbone(self, cfg: Any, group: str) -> Any:
         """The job's backbone: the one this worker holds, else loaded (and kept)."""
@@ -322,7 +326,7 @@ def public_traceback(err: BaseException, public: str) -> str:
     return f"Traceback (most recent call last):\n{frames}{public}"
 
 
-def _public_record(record: logging.LogRecord) -> bool:
+def public_record(record: logging.LogRecord) -> bool:
     """Whether a log record may go to a job's log, which clients read."""
     if getattr(record, "private", False) or record.exc_info:
         return False
