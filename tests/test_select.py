@@ -147,3 +147,24 @@ def test_sweep_select_on_is_checked(runner, stores, tmp_path):
                    f"test: {stores['test']}}}\nmethods: [lp]\nselect_on: test\n")
     res = runner.invoke(cli, ["sweep", str(cfg)])
     assert_user_error(res, "select_on")
+
+
+def test_a_val_store_that_is_the_test_or_an_ood_store_is_refused(runner, stores):
+    for where in (["--val", stores["test"]], ["--val", stores["poisoned"], "--ood",
+                                                stores["poisoned"]]):
+        res = runner.invoke(cli, ["tune", "--train", stores["train"], "--test", stores["test"],
+                                  "--method", "lp", "--epochs", "2", "--device", "cpu", *GRID,
+                                  "--select-on", "val", *where])
+        assert_user_error(res, "--val", "separate validation store")
+
+
+def test_a_nan_validation_score_never_wins_the_selection():
+    from featstore.errors import DataError
+    from featstore.workflows.selection import choose
+
+    nan = float("nan")
+    assert choose([{0: nan}, {0: 0.9}, {0: 0.5}], "pearson") == 1
+    assert choose([{0: 0.2, 1: nan}, {0: 0.1, 1: 0.1}], "accuracy") == 1
+    assert choose([{0: nan}, {0: 3.0}, {0: 2.0}], "mse") == 2  # lowest mse wins
+    with pytest.raises(DataError, match="undefined"):
+        choose([{0: nan}, {0: nan}], "pearson")

@@ -713,3 +713,25 @@ def test_queue_groups_by_backbone_and_requeues_expired_leases(tmp_path):
         queue.init("/another/root")
     assert default_queue_path("s3://bucket/features").name.startswith("queue-")
     assert default_queue_path(str(tmp_path)) == tmp_path / ".featstore" / "queue.sqlite"
+
+
+def test_requests_cannot_set_what_costs_the_operator(tmp_path):
+    """compile, threads and the embedding API's rate limit and timeout are the server's;
+    API concurrency, texts per request and retries are bounded (serve --limits)."""
+    from featstore.workflows.service.requests import parse_limits
+
+    data = _npz(tmp_path / "d.npz", 30, 0)
+    root = str(tmp_path / "root")
+    dirs = DataDirs.resolve([str(tmp_path)])
+    base = {"backbone": bb("delta"), "dataset": str(data)}
+    for name, value in (("compile", True), ("threads", 64), ("requests_per_minute", None),
+                        ("request_timeout", 1e300)):
+        with pytest.raises(ConfigError, match=name):
+            expand({**base, name: value}, root, cwd=tmp_path, allow_plugins=PLUGINS,
+                   data_dirs=dirs)
+    for name, value in (("concurrency", 1024), ("texts_per_request", 65536),
+                        ("max_retries", 100)):
+        with pytest.raises(ConfigError, match=name):
+            expand({**base, name: value}, root, cwd=tmp_path, allow_plugins=PLUGINS,
+                   data_dirs=dirs, limits=parse_limits([]))
+    assert parse_limits(["concurrency=2"])["concurrency"] == 2

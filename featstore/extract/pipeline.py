@@ -267,8 +267,10 @@ def extract_one(backbone: Backbone, samples: SampleSet, cfg: ExtractConfig,
     if cfg.augment != "none" and samples.modality != "image":
         raise ConfigError("--augment train applies to image data only.")
     t0 = time.perf_counter()
-    # A precision or compile the backbone or device cannot do is refused before any work.
-    backbone.configure(precision=cfg.precision, compile=cfg.compile)
+    # A precision or compile the backbone or device cannot do is refused before any work
+    # (with Ray, by the actors on their own devices: this process holds the model on CPU).
+    if not cfg.ray:
+        backbone.configure(precision=cfg.precision, compile=cfg.compile)
     inputs = key_inputs(backbone, samples, cfg)
     key = keys.content_key(inputs)
     root = Root(cfg.root)

@@ -124,7 +124,14 @@ class RowSubset:
 
 
 def choose(scores: list[dict[int, float]], metric: str) -> int:
-    """The index of the best point by its mean score over seeds (ties: the first)."""
+    """The index of the best point by its mean score over seeds (ties: the first). A
+    point whose score is NaN (e.g. the correlation of constant predictions) never wins;
+    if every point's is NaN, a DataError says so."""
     means = [float(np.mean(list(s.values()))) for s in scores]
     sign = 1 if METRICS[metric] else -1
-    return max(range(len(means)), key=lambda i: (sign * means[i], -i))
+    usable = [i for i, m in enumerate(means) if np.isfinite(m)]
+    if not usable:
+        raise DataError(f"Every grid point's validation {metric} is undefined (NaN): the "
+                        "heads predict a constant. Widen the grid (e.g. a smaller "
+                        "weight_decay) or choose another --select-metric.")
+    return max(usable, key=lambda i: (sign * means[i], -i))

@@ -162,6 +162,7 @@ def tune(train: str, test: str, ood: list[str], method: str, *, seeds: int | lis
     val_store = _load(val, stream) if val else None
     for s in [e[1] for e in evals] + ([val_store] if val_store else []):
         _check_compatible(tr, s)
+    _check_val_is_separate(val, val_store, tr, evals)
     if select_on and tr["task"] == "regression" and select_metric not in selection.REGRESSION_METRICS:
         raise ConfigError(f"--select-metric {select_metric} is for classes; the training store "
                           f"holds regression targets: use one of "
@@ -287,6 +288,19 @@ def _scores(est: Any, tr: dict[str, Any], evals: list[tuple[str, dict[str, Any]]
         sp = _z_spectrum(est, s)
         scores[name] = {"kind": kind, "key": s["key"], **m, "sve": sp.sve, "lsvr": sp.lsvr}
     return scores
+
+
+def _check_val_is_separate(val: str | None, val_store: dict[str, Any] | None,
+                           tr: dict[str, Any], evals: list[tuple[str, dict[str, Any]]]) -> None:
+    """``--val`` must be none of the stores trained on or reported."""
+    if val_store is None:
+        return
+    for kind, s in [("--train", tr)] + evals:
+        if s["key"] == val_store["key"]:
+            where = {"id": "--test", "ood": "an --ood store"}.get(kind, kind)
+            raise ConfigError(f"--val {val} is {where}: choosing on it would select on data "
+                              "the results report or train on. Pass a separate validation "
+                              "store, or leave out --val to carve one from --train.")
 
 
 def _select(tr: dict[str, Any], val_store: dict[str, Any] | None, method: str,

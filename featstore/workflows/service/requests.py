@@ -38,6 +38,13 @@ SERVER_OWNED = {
     "device": "each worker runs on its own device (featstore serve --devices)",
     "lease_seconds": "the service sets the writers' lease (featstore serve --lease-seconds)",
     "ray": "the service decides where its workers run (featstore serve --ray)",
+    "threads": "each worker's thread count is the service's (featstore serve --devices)",
+    "compile": ("torch.compile costs minutes of the workers' CPU per job; extract with "
+                "--compile outside the service"),
+    "requests_per_minute": ("embedding-API rate limits belong to the operator's API key: "
+                            "the service uses the backbone's defaults"),
+    "request_timeout": ("embedding-API timeouts are the service's: the service uses the "
+                        "backbone's defaults"),
     "force": ("the service never deletes feature sets; remove one on the server with "
               "`featstore rm` and submit again"),
 }
@@ -48,7 +55,10 @@ EXAMPLE = '{"backbones": ["efficientnet-lite0"], "datasets": ["mnist-5k"], "spli
 #: Upper bounds of a service's integer options unless its operator sets others
 #: (``serve --limits NAME=MAX``); every caller's ranges are ExtractConfig's RANGES.
 DEFAULT_LIMITS: dict[str, int] = {"image_size": 1024, "views": 16, "batch_size": 1024,
-                                  "chunk_rows": 65536, "limit": 10_000_000, "num_workers": 16}
+                                  "chunk_rows": 65536, "limit": 10_000_000, "num_workers": 16,
+                                  # embedding APIs: the operator's key pays for these
+                                  "concurrency": 8, "texts_per_request": 2048,
+                                  "max_retries": 10}
 #: Longest split name a request may use.
 MAX_SPLIT = 128
 
