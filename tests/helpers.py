@@ -223,3 +223,21 @@ def is_fast(module: str, function: str) -> bool:
     is in :data:`FAST_TESTS`."""
     chosen = FAST_TESTS.get(module)
     return chosen == "*" or (chosen is not None and function in chosen)
+
+
+def fill_disk_at_chunk(monkeypatch: pytest.MonkeyPatch, index: int) -> Any:
+    """Make Zarr stores fail with ENOSPC when chunk ``index`` is written (chunks before
+    it are written normally). Returns a function that frees the disk again."""
+    import errno
+
+    from featstore.store._zarr import ZarrStore
+
+    real = ZarrStore._write_rows
+
+    def full_disk(self: Any, i: int, features: Any, valid: Any) -> Any:
+        if i == index:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, i, features, valid)
+
+    monkeypatch.setattr(ZarrStore, "_write_rows", full_disk)
+    return lambda: monkeypatch.setattr(ZarrStore, "_write_rows", real)

@@ -19,7 +19,7 @@ from featstore.errors import (ConfigError, DimensionMismatchError, SampleLoadErr
 from featstore.extract import ExtractConfig, extract_one
 from featstore.store import Root, open_store
 
-from helpers import make_images
+from helpers import fill_disk_at_chunk, make_images
 
 CPU = torch.device("cpu")
 
@@ -203,26 +203,16 @@ def test_kill_9_then_resume_gives_identical_bytes(tmp_path, fmt):
 
 def test_full_disk_keeps_committed_chunks_and_never_completes(tmp_path, backbone, monkeypatch):
     """ENOSPC while writing chunk 2: a clear error, chunks 0-1 kept, a rerun finishes."""
-    import errno
-
     from featstore.errors import DiskFullError
-    from featstore.store._zarr import ZarrStore
 
-    real = ZarrStore._write_rows
-
-    def full_disk(self, index, features, valid):
-        if index == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, index, features, valid)
-
-    monkeypatch.setattr(ZarrStore, "_write_rows", full_disk)
+    free_disk = fill_disk_at_chunk(monkeypatch, 2)
     with pytest.raises(DiskFullError, match="disk .* is full.*resumes"):
         extract_one(backbone, _samples(), _cfg(tmp_path), CPU)
     [entry] = list(Root(tmp_path))
     assert not entry.complete
     with open_store(entry.path, allow_incomplete=True) as fs:
         assert fs.committed_chunks() == {0, 1}
-    monkeypatch.setattr(ZarrStore, "_write_rows", real)
+    free_disk()
     res = extract_one(backbone, _samples(), _cfg(tmp_path), CPU)
     assert res.resumed_chunks == 2 and res.computed_chunks == 2
 

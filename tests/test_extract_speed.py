@@ -8,7 +8,6 @@ buckets write the bytes of an uninterrupted run.
 
 from __future__ import annotations
 
-import errno
 import threading
 
 import numpy as np
@@ -23,7 +22,7 @@ from featstore.extract import chunks, loader
 from featstore.extract.pipeline import key_inputs
 from featstore.store import Root, open_store
 
-from helpers import assert_user_error, make_images
+from helpers import assert_user_error, fill_disk_at_chunk, make_images
 
 transformers = pytest.importorskip("transformers")
 
@@ -116,22 +115,14 @@ def test_resume_with_buckets_writes_the_bytes_of_an_uninterrupted_run(tmp_path, 
                                                                       monkeypatch):
     """A run stopped at chunk 2 (disk full), then resumed, equals a clean run byte for byte."""
     from featstore.errors import DiskFullError
-    from featstore.store._zarr import ZarrStore
 
     spec = f"hf:{tiny_bert}"
     bb = create_backbone(spec)
     clean = extract_one(bb, _texts(160), _cfg(tmp_path / "clean", spec), CPU)
-    real = ZarrStore._write_rows
-
-    def full_disk(self, index, features, valid):
-        if index == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, index, features, valid)
-
-    monkeypatch.setattr(ZarrStore, "_write_rows", full_disk)
+    free_disk = fill_disk_at_chunk(monkeypatch, 2)
     with pytest.raises(DiskFullError):
         extract_one(bb, _texts(160), _cfg(tmp_path / "run", spec), CPU)
-    monkeypatch.setattr(ZarrStore, "_write_rows", real)
+    free_disk()
     resumed = extract_one(create_backbone(spec), _texts(160), _cfg(tmp_path / "run", spec), CPU)
     assert resumed.resumed_chunks == 2 and resumed.computed_chunks == 3
     with open_store(resumed.path) as a, open_store(clean.path) as b:
