@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from helpers import make_images, tiny_extract_args
+from helpers import assert_user_error, free_port, make_images, tiny_extract_args
 
 pytestmark = [
     pytest.mark.slow,
@@ -282,5 +282,11 @@ def test_ray_refuses_hdf5_and_bad_addresses(runner, tmp_path: Path, tiny_npz: Pa
     result = runner.invoke(cli, tiny_extract_args(tiny_npz, tmp_path / "f", "--ray",
                                                   "http://head"))
     assert result.exit_code != 0 and "expected 'auto'" in result.output, result.output
+    # a well-formed address where no cluster answers: one line, not Ray's endless retries
+    address = f"127.0.0.1:{free_port()}"
+    result = runner.invoke(cli, tiny_extract_args(tiny_npz, tmp_path / "f", "--ray", address))
+    assert_user_error(result, f"Cannot connect to the Ray cluster at {address}",
+                      "ray start --head")
+    assert not (tmp_path / "f").exists() or not any((tmp_path / "f").iterdir())
     result = runner.invoke(cli, tiny_extract_args(tiny_npz, tmp_path / "f", "--threads", "0"))
     assert result.exit_code != 0 and "--threads" in result.output, result.output

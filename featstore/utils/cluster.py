@@ -44,6 +44,7 @@ def connect(address: str) -> Any:
     address = check_address(address)
     ray = require_ray()
     if not ray.is_initialized():
+        _check_reachable(address)
         try:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False,
                      configure_logging=False)
@@ -51,6 +52,21 @@ def connect(address: str) -> Any:
             raise ConfigError(f"Cannot connect to the Ray cluster at {address}: {err}. Start "
                               "one with `ray start --head` or check the address.") from err
     return ray
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A HOST:PORT nobody answers on is one clear line, not Ray's endless retries."""
+    if address == "auto":
+        return
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError(f"Cannot connect to the Ray cluster at {address}: nothing answers "
+                          f"there ({err.strerror or err}). Start one with `ray start --head` "
+                          "or check the address.") from err
 
 
 def shared_path(path: Any) -> str:
